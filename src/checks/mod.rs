@@ -1,0 +1,1 @@
+//! One check per rule of the migration guide, each with a stable ID.

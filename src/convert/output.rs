@@ -1,0 +1,106 @@
+//! The destination file: created under a temporary name in the destination's directory,
+//! fsync'd and renamed into place only when complete; removed on drop if not committed.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// A destination being written.
+pub struct Output {
+    file: Option<File>,
+    tmp: PathBuf,
+    dst: PathBuf,
+    committed: bool,
+}
+
+impl Output {
+    /// Create the temporary file for `dst`. Refuses an existing `dst` unless `force`.
+    pub fn create(dst: &Path, force: bool) -> Result<Self> {
+        let name = dst.display().to_string();
+        if !force && dst.symlink_metadata().is_ok() {
+            return Err(Error::Other(format!(
+                "{name}: already exists; pass --force to overwrite it"
+            )));
+        }
+        let dir = match dst.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let base = dst
+            .file_name()
+            .ok_or_else(|| Error::Other(format!("{name}: not a file name")))?
+            .to_string_lossy()
+            .to_string();
+        let tmp = dir.join(format!(".{base}.{}.tmp-imgcheck", std::process::id()));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| Error::io(tmp.display(), e))?;
+        Ok(Output {
+            file: Some(file),
+            tmp,
+            dst: dst.to_path_buf(),
+            committed: false,
+        })
+    }
+
+    /// The open temporary file.
+    pub fn file(&self) -> &File {
+        self.file.as_ref().expect("output file is open until commit")
+    }
+
+    /// Path of the temporary file (for messages).
+    pub fn tmp_path(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// Name of the destination (for messages).
+    pub fn name(&self) -> String {
+        self.dst.display().to_string()
+    }
+
+    /// Map a write error to one that names the destination and says when the disk is full.
+    pub fn write_error(&self, e: std::io::Error) -> Error {
+        let name = self.name();
+        match e.raw_os_error() {
+            Some(libc::ENOSPC) => Error::Other(format!("{name}: no space left on the device")),
+            Some(libc::EFBIG) => {
+                Error::Other(format!("{name}: file too large (file-size limit reached)"))
+            }
+            Some(libc::EDQUOT) => Error::Other(format!("{name}: disk quota exceeded")),
+            _ => Error::io(name, e),
+        }
+    }
+
+    /// Flush, fsync and rename into place; fsync the directory so the rename is durable.
+    pub fn commit(mut self) -> Result<()> {
+        let file = self.file.take().expect("commit once");
+        file.sync_all().map_err(|e| self.write_error(e))?;
+        drop(file);
+        std::fs::rename(&self.tmp, &self.dst).map_err(|e| Error::io(self.name(), e))?;
+        self.committed = true;
+        if let Some(dir) = self.dst.parent() {
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.file.take();
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}

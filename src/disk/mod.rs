@@ -1,0 +1,1 @@
+//! Partition tables: MBR, GPT (protective MBR), hybrid MBR, Windows dynamic disks (LDM).

@@ -1,0 +1,24 @@
+//! imgcheck: offline checks and fast conversion of Windows system-disk images.
+//!
+//! Layers, bottom up:
+//! - [`image`]: container formats (raw, VHD, VMDK, qcow2; VHDX detected and refused) behind one
+//!   read-only [`image::BlockDevice`] trait;
+//! - [`disk`]: partition tables (MBR, GPT, LDM);
+//! - [`fs`]: offline NTFS access;
+//! - [`windows`]: registry hives, BCD, drivers and installed software;
+//! - [`checks`]: one check per rule of the migration guide, with stable IDs;
+//! - [`report`]: text, JSON and JUnit output;
+//! - [`convert`]: writers for every output format;
+//! - [`nbd`]: NBD server and client.
+
+pub mod checks;
+pub mod convert;
+pub mod disk;
+pub mod error;
+pub mod fs;
+pub mod image;
+pub mod nbd;
+pub mod report;
+pub mod windows;
+
+pub use error::{Error, Result};

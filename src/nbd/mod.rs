@@ -1,0 +1,1 @@
+//! NBD: serve an image read-only, and read `nbd://` sources.

@@ -1,0 +1,1 @@
+//! Windows inside the image: registry hives, the BCD store, drivers and installed software.
