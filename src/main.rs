@@ -65,8 +65,8 @@ enum Command {
         format: InfoFormat,
         #[command(flatten)]
         open: OpenArgs,
-        /// The image file.
-        image: PathBuf,
+        /// The image file (or nbd:// URI).
+        image: String,
     },
     /// Convert an image to another format.
     Convert {
@@ -90,8 +90,8 @@ enum Command {
         quiet: bool,
         #[command(flatten)]
         open: OpenArgs,
-        /// Source image.
-        src: PathBuf,
+        /// Source image (file or nbd:// URI).
+        src: String,
         /// Destination file.
         dst: PathBuf,
     },
@@ -121,7 +121,7 @@ fn run(cli: Cli) -> Result<u8> {
             open,
             image,
         } => {
-            let dev = image::open(&image, &open.options())?;
+            let dev = image::open_spec(&image, &open.options())?;
             let info = ImageInfo::of(dev.as_ref())?;
             match format {
                 InfoFormat::Json => println!("{}", serde_json::to_string_pretty(&info)?),
@@ -160,7 +160,7 @@ fn run(cli: Cli) -> Result<u8> {
                     kv.push((k.trim().to_string(), v.trim().to_string()));
                 }
             }
-            let dev = image::open(&src, &open.options())?;
+            let dev = image::open_spec(&src, &open.options())?;
             for w in dev.warnings() {
                 eprintln!("imgcheck: warning: {w}");
             }
@@ -172,7 +172,7 @@ fn run(cli: Cli) -> Result<u8> {
                 force,
             };
             convert::convert(dev, &dst, &opts, &|_| {})
-                .with_context(|| format!("converting {} to {}", src.display(), dst.display()))?;
+                .with_context(|| format!("converting {} to {}", src, dst.display()))?;
             Ok(EXIT_OK)
         }
     }

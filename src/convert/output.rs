@@ -49,7 +49,9 @@ impl Output {
 
     /// The open temporary file.
     pub fn file(&self) -> &File {
-        self.file.as_ref().expect("output file is open until commit")
+        self.file
+            .as_ref()
+            .expect("output file is open until commit")
     }
 
     /// Path of the temporary file (for messages).

@@ -7,6 +7,7 @@
 pub mod detect;
 pub mod qcow2;
 pub mod raw;
+pub mod reader;
 pub mod resolve;
 pub mod storage;
 pub mod vhd;
@@ -19,6 +20,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 pub use detect::{detect, extension_warning, Detected};
+pub use reader::DeviceReader;
 pub use resolve::Resolver;
 pub use storage::{read_exact_at, read_vec, FileStorage, MemStorage, Storage};
 
@@ -199,6 +201,21 @@ pub fn open(path: &Path, options: &OpenOptions) -> Result<Arc<dyn BlockDevice>> 
     let ctx = OpenContext::new(options.clone(), resolver);
     let dev = open_storage(storage, &ctx)?;
     Ok(dev)
+}
+
+/// Open an image named on the command line: a file path, or an NBD URI
+/// (`nbd://HOST:PORT/EXPORT`, `nbd+unix:///EXPORT?socket=PATH`).
+pub fn open_spec(spec: &str, options: &OpenOptions) -> Result<Arc<dyn BlockDevice>> {
+    if is_nbd_uri(spec) {
+        crate::nbd::open_uri(spec, options)
+    } else {
+        open(Path::new(spec), options)
+    }
+}
+
+/// Whether `spec` is an NBD URI rather than a path.
+pub fn is_nbd_uri(spec: &str) -> bool {
+    spec.starts_with("nbd://") || spec.starts_with("nbd+unix://") || spec.starts_with("nbd+tcp://")
 }
 
 /// Open an image held in `storage` (a file, a buffer, an NBD export).

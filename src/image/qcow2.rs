@@ -8,5 +8,8 @@ use crate::error::{Error, Result};
 
 /// Open a qcow2 image.
 pub fn open(storage: Arc<dyn Storage>, _ctx: &OpenContext) -> Result<Arc<dyn BlockDevice>> {
-    Err(Error::unsupported(storage.name(), "qcow2 reader not yet built"))
+    Err(Error::unsupported(
+        storage.name(),
+        "qcow2 reader not yet built",
+    ))
 }

@@ -53,7 +53,10 @@ impl Resolver {
             ));
         };
         if reference.is_empty() || reference.contains('\0') {
-            return Err(Error::corrupt(referrer, format!("{what} reference is empty or invalid")));
+            return Err(Error::corrupt(
+                referrer,
+                format!("{what} reference is empty or invalid"),
+            ));
         }
         if reference.contains("://") || reference.starts_with("json:") {
             return Err(Error::refused(
@@ -70,7 +73,10 @@ impl Resolver {
         let canon = joined.canonicalize().map_err(|e| {
             Error::corrupt(
                 referrer,
-                format!("{what} \"{reference}\" cannot be opened ({}): {e}", joined.display()),
+                format!(
+                    "{what} \"{reference}\" cannot be opened ({}): {e}",
+                    joined.display()
+                ),
             )
         })?;
         if !self.allow_outside && !canon.starts_with(dir) {

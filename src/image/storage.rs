@@ -111,7 +111,9 @@ impl FileStorage {
                 end = r as u64;
             }
             if meta.is_dir() {
-                return Err(Error::Other(format!("{name}: is a directory, not an image")));
+                return Err(Error::Other(format!(
+                    "{name}: is a directory, not an image"
+                )));
             }
             end
         };

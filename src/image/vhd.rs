@@ -8,5 +8,8 @@ use crate::error::{Error, Result};
 
 /// Open a vhd image.
 pub fn open(storage: Arc<dyn Storage>, _ctx: &OpenContext) -> Result<Arc<dyn BlockDevice>> {
-    Err(Error::unsupported(storage.name(), "vhd reader not yet built"))
+    Err(Error::unsupported(
+        storage.name(),
+        "vhd reader not yet built",
+    ))
 }

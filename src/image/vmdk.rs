@@ -8,5 +8,8 @@ use crate::error::{Error, Result};
 
 /// Open a vmdk image.
 pub fn open(storage: Arc<dyn Storage>, _ctx: &OpenContext) -> Result<Arc<dyn BlockDevice>> {
-    Err(Error::unsupported(storage.name(), "vmdk reader not yet built"))
+    Err(Error::unsupported(
+        storage.name(),
+        "vmdk reader not yet built",
+    ))
 }

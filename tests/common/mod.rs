@@ -1,0 +1,184 @@
+//! Helpers shared by the integration tests: run imgcheck and qemu-img, make source disks.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Path of the imgcheck binary built for the tests.
+pub fn imgcheck_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_imgcheck"))
+}
+
+/// Run imgcheck with `args`; returns the output (any exit status).
+pub fn imgcheck(args: &[&str]) -> Output {
+    Command::new(imgcheck_bin())
+        .args(args)
+        .output()
+        .expect("run imgcheck")
+}
+
+/// Whether qemu-img is installed (tests that use it as the oracle skip loudly when not).
+pub fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Run a command, panicking with its stderr when it fails.
+pub fn run(cmd: &str, args: &[&str]) -> Output {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Run qemu-img with `args`, panicking on failure.
+pub fn qemu_img(args: &[&str]) -> Output {
+    run("qemu-img", args)
+}
+
+/// Tiny deterministic PRNG (xorshift64*) so test data needs no extra crate.
+pub struct Rng(u64);
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.max(1))
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545F4914F6CDD1D)
+    }
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let v = self.next().to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+}
+
+/// Write a sparse raw disk of `size` bytes at `path` holding random data runs, explicit zero
+/// runs and holes at unaligned offsets (not multiples of 512, of clusters or of grains), plus
+/// data in the very last bytes.
+pub fn make_pattern_raw(path: &Path, size: u64, seed: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::create(path).unwrap();
+    f.set_len(size).unwrap();
+    let mut rng = Rng::new(seed);
+    let mut pos = 0u64;
+    let mut i = 0u64;
+    while pos < size {
+        let run = 1 + rng.next() % (size / 12).max(4096);
+        let len = run.min(size - pos);
+        match i % 3 {
+            0 => {
+                let mut buf = vec![0u8; len as usize];
+                rng.fill(&mut buf);
+                f.write_all_at(&buf, pos).unwrap();
+            }
+            1 => {
+                // explicit zeros: allocated on the host, zero in the guest
+                let buf = vec![0u8; len as usize];
+                f.write_all_at(&buf, pos).unwrap();
+            }
+            _ => {} // hole
+        }
+        pos += len;
+        i += 1;
+    }
+    let tail = size.min(777);
+    let mut buf = vec![0u8; tail as usize];
+    rng.fill(&mut buf);
+    f.write_all_at(&buf, size - tail).unwrap();
+}
+
+/// The guest bytes of `img` as qemu-img reads them (`qemu-img convert -O raw`), with the
+/// source format forced when given (a fixed VHD is detected as raw by qemu-img otherwise).
+pub fn qemu_guest_bytes(img: &Path, fmt: Option<&str>, dir: &Path) -> Vec<u8> {
+    let out = dir.join(format!(
+        "qemu-view-{}.raw",
+        img.file_name().unwrap().to_string_lossy()
+    ));
+    let mut args: Vec<String> = vec!["convert".into()];
+    if let Some(f) = fmt {
+        args.push("-f".into());
+        args.push(f.into());
+    }
+    args.extend([
+        "-O".into(),
+        "raw".into(),
+        img.display().to_string(),
+        out.display().to_string(),
+    ]);
+    let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    qemu_img(&a);
+    let v = std::fs::read(&out).unwrap();
+    std::fs::remove_file(&out).ok();
+    v
+}
+
+/// The guest bytes of `img` as imgcheck reads them (`imgcheck convert -O raw`).
+pub fn imgcheck_guest_bytes(img: &Path, dir: &Path, extra: &[&str]) -> Vec<u8> {
+    let out = dir.join(format!(
+        "imgcheck-view-{}.raw",
+        img.file_name().unwrap().to_string_lossy()
+    ));
+    let _ = std::fs::remove_file(&out);
+    let mut args = vec!["convert", "-O", "raw"];
+    args.extend_from_slice(extra);
+    let src = img.display().to_string();
+    let dst = out.display().to_string();
+    args.push(&src);
+    args.push(&dst);
+    let o = imgcheck(&args);
+    assert!(
+        o.status.success(),
+        "imgcheck convert {} failed: {}",
+        img.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v = std::fs::read(&out).unwrap();
+    std::fs::remove_file(&out).ok();
+    v
+}
+
+/// Assert two guest views are equal, reporting the first differing offset.
+pub fn assert_same_guest(a: &[u8], b: &[u8], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: sizes differ");
+    if let Some(i) = a.iter().zip(b).position(|(x, y)| x != y) {
+        panic!("{what}: first difference at byte {i}");
+    }
+}
+
+/// JSON from `qemu-img info --output=json`.
+pub fn qemu_info(img: &Path, fmt: Option<&str>) -> serde_json::Value {
+    let mut args = vec!["info", "--output=json"];
+    if let Some(f) = fmt {
+        args.push("-f");
+        args.push(f);
+    }
+    let p = img.display().to_string();
+    args.push(&p);
+    serde_json::from_slice(&qemu_img(&args).stdout).unwrap()
+}
+
+/// JSON from `imgcheck info --format json` (panics unless it succeeds).
+pub fn imgcheck_info(img: &Path) -> serde_json::Value {
+    let o = imgcheck(&["info", "--format", "json", &img.display().to_string()]);
+    assert!(
+        o.status.success(),
+        "imgcheck info {} failed: {}",
+        img.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}
