@@ -7,8 +7,12 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use std::io::{IsTerminal, Write};
+
+use imgcheck::checks::VerifyOptions;
 use imgcheck::convert::{self, ConvertOptions, OutputFormat};
 use imgcheck::image::{self, ImageInfo, OpenOptions};
+use imgcheck::report;
 
 /// Exit status when every check passed.
 const EXIT_OK: u8 = 0;
@@ -56,8 +60,35 @@ enum InfoFormat {
     Json,
 }
 
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum VerifyFormat {
+    Text,
+    Json,
+    Jsonl,
+    Junit,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Check images against the migration guide (exit 0 pass, 1 a check failed, 2 unreadable).
+    Verify {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: VerifyFormat,
+        /// Images to check in parallel (default: one per core).
+        #[arg(short = 'j', long, default_value_t = 0)]
+        jobs: usize,
+        /// Warnings fail the verdict too.
+        #[arg(long)]
+        strict: bool,
+        /// Read more image paths from this file, one per line ("-" for standard input).
+        #[arg(long, value_name = "LIST")]
+        from_file: Option<String>,
+        #[command(flatten)]
+        open: OpenArgs,
+        /// Image files, directories (their images are checked) or nbd:// URIs.
+        images: Vec<String>,
+    },
     /// Show an image's format, virtual size, size on disk and allocated bytes.
     Info {
         /// Output format.
@@ -116,6 +147,49 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<u8> {
     match cli.command {
+        Command::Verify {
+            format,
+            jobs,
+            strict,
+            from_file,
+            open,
+            images,
+        } => {
+            let specs = imgcheck::batch::collect_images(&images, from_file.as_deref())?;
+            if specs.is_empty() {
+                eprintln!("imgcheck: verify: no images given");
+                return Ok(EXIT_ERROR);
+            }
+            let opts = VerifyOptions {
+                open: open.options(),
+                strict,
+            };
+            let color = std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal();
+            let style = report::text::Style { color };
+            let stdout = std::sync::Mutex::new(std::io::stdout());
+            let reports = imgcheck::batch::verify_all(&specs, &opts, jobs, &|r| {
+                if format == VerifyFormat::Jsonl {
+                    let mut out = stdout.lock().unwrap();
+                    let _ = writeln!(out, "{}", report::json_line(r));
+                    let _ = out.flush();
+                }
+            })?;
+            let mut out = std::io::stdout().lock();
+            match format {
+                VerifyFormat::Text => {
+                    for r in &reports {
+                        writeln!(out, "{}", report::text::render(r, style))?;
+                    }
+                    if reports.len() > 1 {
+                        write!(out, "{}", report::text::summary(&reports, style))?;
+                    }
+                }
+                VerifyFormat::Json => writeln!(out, "{}", report::json(&reports))?,
+                VerifyFormat::Jsonl => {}
+                VerifyFormat::Junit => write!(out, "{}", report::junit::render(&reports))?,
+            }
+            Ok(report::exit_status(&reports))
+        }
         Command::Info {
             format,
             open,
