@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use std::io::{IsTerminal, Write};
 
-use imgcheck::checks::VerifyOptions;
+use imgcheck::checks::{Policy, VerifyOptions};
 use imgcheck::convert::{self, ConvertOptions, OutputFormat};
 use imgcheck::image::{self, ImageInfo, OpenOptions};
 use imgcheck::report;
@@ -70,6 +70,10 @@ enum VerifyFormat {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff) to standard output.
+    Man,
     /// Check images against the migration guide (exit 0 pass, 1 a check failed, 2 unreadable).
     Verify {
         /// Output format.
@@ -81,6 +85,15 @@ enum Command {
         /// Warnings fail the verdict too.
         #[arg(long)]
         strict: bool,
+        /// Policy file (TOML) that turns checks into fail, warn or off.
+        #[arg(long, value_name = "FILE.toml")]
+        policy: Option<PathBuf>,
+        /// Turn one check into fail, warn or off (repeatable), e.g. --set boot.firmware=off.
+        #[arg(long = "set", value_name = "CHECK=LEVEL")]
+        set: Vec<String>,
+        /// No progress bar.
+        #[arg(short = 'q', long)]
+        quiet: bool,
         /// Read more image paths from this file, one per line ("-" for standard input).
         #[arg(long, value_name = "LIST")]
         from_file: Option<String>,
@@ -128,6 +141,20 @@ enum Command {
     },
 }
 
+/// A progress bar on standard error when it is a terminal, unless `hidden`.
+fn progress_bar(len: u64, hidden: bool, unit: &str) -> Option<indicatif::ProgressBar> {
+    if hidden || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    let style = indicatif::ProgressStyle::with_template(&format!(
+        "{{bar:40}} {{pos}}/{{len}} {unit} {{elapsed}} {{wide_msg}}"
+    ))
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    Some(bar)
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -138,6 +165,7 @@ fn main() -> ExitCode {
     };
     match run(cli) {
         Ok(code) => ExitCode::from(code),
+        Err(e) if is_broken_pipe(&e) => ExitCode::from(EXIT_OK),
         Err(e) => {
             eprintln!("imgcheck: {e:#}");
             ExitCode::from(EXIT_ERROR)
@@ -145,16 +173,44 @@ fn main() -> ExitCode {
     }
 }
 
+/// Whether an error is a write to a closed pipe (`imgcheck ... | head`): not worth a message.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 fn run(cli: Cli) -> Result<u8> {
     match cli.command {
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "imgcheck", &mut std::io::stdout());
+            Ok(EXIT_OK)
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(EXIT_OK)
+        }
         Command::Verify {
             format,
             jobs,
             strict,
+            policy,
+            set,
+            quiet,
             from_file,
             open,
             images,
         } => {
+            let mut policy = match policy {
+                Some(p) => Policy::load(&p)?,
+                None => Policy::default(),
+            };
+            for s in &set {
+                policy.set(s)?;
+            }
+            policy.strict |= strict;
             let specs = imgcheck::batch::collect_images(&images, from_file.as_deref())?;
             if specs.is_empty() {
                 eprintln!("imgcheck: verify: no images given");
@@ -162,18 +218,26 @@ fn run(cli: Cli) -> Result<u8> {
             }
             let opts = VerifyOptions {
                 open: open.options(),
-                strict,
+                policy,
             };
+            let bar = progress_bar(specs.len() as u64, quiet || specs.len() < 2, "images");
             let color = std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal();
             let style = report::text::Style { color };
             let stdout = std::sync::Mutex::new(std::io::stdout());
             let reports = imgcheck::batch::verify_all(&specs, &opts, jobs, &|r| {
+                if let Some(b) = &bar {
+                    b.inc(1);
+                    b.set_message(r.image.clone());
+                }
                 if format == VerifyFormat::Jsonl {
                     let mut out = stdout.lock().unwrap();
                     let _ = writeln!(out, "{}", report::json_line(r));
                     let _ = out.flush();
                 }
             })?;
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
             let mut out = std::io::stdout().lock();
             match format {
                 VerifyFormat::Text => {

@@ -4,8 +4,10 @@
 //! A check result always says what was found; a failed or warned check says what to do.
 
 pub mod image_format;
+pub mod policy;
 pub mod verify;
 
+pub use policy::Policy;
 pub use verify::{verify, ImageReport, VerifyOptions};
 
 use serde::Serialize;

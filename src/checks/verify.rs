@@ -2,15 +2,15 @@
 
 use serde::Serialize;
 
-use super::{verdict_of, CheckResult, Verdict, CHECK_IDS, ID_IMAGE_FORMAT};
+use super::{verdict_of, CheckResult, Policy, Verdict, CHECK_IDS, ID_IMAGE_FORMAT};
 use crate::image::{self, Format, OpenOptions};
 
 /// Options for `verify`.
 #[derive(Debug, Clone, Default)]
 pub struct VerifyOptions {
     pub open: OpenOptions,
-    /// Warnings fail the verdict.
-    pub strict: bool,
+    /// Which checks fail, warn or are off; `policy.strict` makes warnings fail.
+    pub policy: Policy,
 }
 
 /// Everything `verify` found about one image. Field names are a stable interface (JSON).
@@ -66,7 +66,8 @@ pub fn verify(spec: &str, opts: &VerifyOptions) -> ImageReport {
     for id in &CHECK_IDS[1..] {
         checks.push(CheckResult::skip(id, "not checked yet by this build"));
     }
-    let verdict = verdict_of(&checks, opts.strict);
+    let checks: Vec<CheckResult> = checks.into_iter().map(|c| opts.policy.apply(c)).collect();
+    let verdict = verdict_of(&checks, opts.policy.strict);
     ImageReport {
         image: spec.to_string(),
         format: Some(dev.format()),
