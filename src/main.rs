@@ -66,6 +66,7 @@ enum VerifyFormat {
     Json,
     Jsonl,
     Junit,
+    Html,
 }
 
 #[derive(Subcommand)]
@@ -251,6 +252,11 @@ fn run(cli: Cli) -> Result<u8> {
                 VerifyFormat::Json => writeln!(out, "{}", report::json(&reports))?,
                 VerifyFormat::Jsonl => {}
                 VerifyFormat::Junit => write!(out, "{}", report::junit::render(&reports))?,
+                VerifyFormat::Html => write!(
+                    out,
+                    "{}",
+                    report::html::render(&reports, "imgcheck verify report")
+                )?,
             }
             Ok(report::exit_status(&reports))
         }

@@ -1,20 +1,12 @@
 //! Reports: human text, JSON (one document), JSON lines (one object per image), JUnit XML.
 
+pub mod html;
 pub mod junit;
 pub mod text;
 
 use serde::Serialize;
 
 use crate::checks::{ImageReport, Verdict};
-
-/// Report formats of `verify`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReportFormat {
-    Text,
-    Json,
-    Jsonl,
-    Junit,
-}
 
 /// One image's JSON object: the report plus the schema version.
 #[derive(Debug, Serialize)]
