@@ -70,9 +70,9 @@ pub fn render(reports: &[ImageReport], title: &str) -> String {
 
 fn card(out: &mut String, r: &ImageReport) {
     let v = r.verdict.as_str();
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "<section class=\"card {v}\"><h2>{}{}</h2>\n",
+        "<section class=\"card {v}\"><h2>{}{}</h2>",
         badge(&v.to_uppercase(), v),
         escape(&r.image)
     );
@@ -202,11 +202,11 @@ fn disk_svg(out: &mut String, layout: &crate::checks::verify::Layout, size: u64)
             0.15 + 0.85 * f
         );
     }
-    let _ = write!(
+    let _ = writeln!(
         out,
         "<text x=\"0\" y=\"72\" font-size=\"11\" fill=\"#555\">0</text>\
          <text x=\"{W}\" y=\"72\" font-size=\"11\" fill=\"#555\" text-anchor=\"end\">{}</text></svg>\
-         <div class=\"legend\">Top: partitions to scale. Bottom: allocated regions (darker = more data).</div>\n",
+         <div class=\"legend\">Top: partitions to scale. Bottom: allocated regions (darker = more data).</div>",
         human_size(size)
     );
 }
