@@ -113,6 +113,40 @@ enum Command {
         /// The image file (or nbd:// URI).
         image: String,
     },
+    /// Convert many images into a directory; resumable (complete outputs are kept).
+    BatchConvert {
+        /// Output format: raw, qcow2, vhd (or vpc), vmdk.
+        #[arg(short = 'O', long = "output-format", default_value = "qcow2")]
+        output_format: String,
+        /// Format options, comma-separated key=value (subformat=..., cluster_size=...).
+        #[arg(short = 'o', long = "options")]
+        options: Vec<String>,
+        /// Compress the output (qcow2).
+        #[arg(short = 'c', long)]
+        compress: bool,
+        /// Worker threads per conversion (default: one per core).
+        #[arg(short = 'j', long, default_value_t = 0)]
+        jobs: usize,
+        /// Directory the outputs go to (NAME.FORMAT).
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+        /// Verify each image first; skip those that fail (convert anyway with --force).
+        #[arg(long)]
+        verify_first: bool,
+        /// Convert images that fail verification, and redo existing outputs.
+        #[arg(long)]
+        force: bool,
+        /// Output format of the summary.
+        #[arg(long, value_enum, default_value = "text")]
+        format: InfoFormat,
+        /// Read more image paths from this file, one per line ("-" for standard input).
+        #[arg(long, value_name = "LIST")]
+        from_file: Option<String>,
+        #[command(flatten)]
+        open: OpenArgs,
+        /// Image files, directories or nbd:// URIs.
+        images: Vec<String>,
+    },
     /// Convert an image to another format.
     Convert {
         /// Output format: raw, qcow2, vhd (or vpc), vmdk.
@@ -140,6 +174,18 @@ enum Command {
         /// Destination file.
         dst: PathBuf,
     },
+}
+
+/// `-o key=value,key2=value2` (repeatable) into pairs; a bare key means "on".
+fn parse_format_options(options: &[String]) -> Vec<(String, String)> {
+    let mut kv = Vec::new();
+    for group in options {
+        for item in group.split(',').filter(|s| !s.is_empty()) {
+            let (k, v) = item.split_once('=').unwrap_or((item, "on"));
+            kv.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    kv
 }
 
 /// A progress bar on standard error when it is a terminal, unless `hidden`.
@@ -285,6 +331,106 @@ fn run(cli: Cli) -> Result<u8> {
             }
             Ok(EXIT_OK)
         }
+        Command::BatchConvert {
+            output_format,
+            options,
+            compress,
+            jobs,
+            out_dir,
+            verify_first,
+            force,
+            format,
+            from_file,
+            open,
+            images,
+        } => {
+            let specs = imgcheck::batch::collect_images(&images, from_file.as_deref())?;
+            let opts = imgcheck::batch::BatchConvertOptions {
+                convert: ConvertOptions {
+                    format: output_format.parse()?,
+                    options: parse_format_options(&options),
+                    compress,
+                    jobs,
+                    force,
+                },
+                out_dir,
+                verify_first,
+                force_failed: force,
+                verify: VerifyOptions {
+                    open: open.options(),
+                    policy: Policy::default(),
+                },
+            };
+            let items = imgcheck::batch::batch_convert(&specs, &opts, &|item| {
+                if format == InfoFormat::Text {
+                    eprintln!(
+                        "{}: {}{}",
+                        item.image,
+                        item.outcome,
+                        item.message
+                            .as_deref()
+                            .map(|m| format!(" ({m})"))
+                            .unwrap_or_default()
+                    );
+                }
+            })?;
+            let total_read: u64 = items.iter().map(|i| i.bytes_read).sum();
+            let secs: f64 = items.iter().map(|i| i.seconds).sum();
+            let rate = if secs > 0.0 {
+                total_read as f64 / secs
+            } else {
+                0.0
+            };
+            let count = |o: &str| items.iter().filter(|i| i.outcome == o).count();
+            match format {
+                InfoFormat::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "items": items,
+                        "bytes_read": total_read,
+                        "seconds": secs,
+                        "bytes_per_second": rate,
+                    }))?
+                ),
+                InfoFormat::Text => {
+                    println!(
+                        "{:40}  {:16}  {:>10}  {:>8}  {:>12}",
+                        "IMAGE", "OUTCOME", "SIZE", "SECONDS", "MB/s"
+                    );
+                    for i in &items {
+                        let mbps = if i.seconds > 0.0 {
+                            i.bytes_read as f64 / i.seconds / 1e6
+                        } else {
+                            0.0
+                        };
+                        println!(
+                            "{:40}  {:16}  {:>10}  {:>8.2}  {:>12.1}",
+                            i.image,
+                            i.outcome,
+                            imgcheck::checks::image_format::human_size(i.virtual_size),
+                            i.seconds,
+                            mbps
+                        );
+                    }
+                    println!(
+                        "{} images: {} converted, {} kept (already complete), {} skipped by verify, {} errors; {:.1} MB/s overall",
+                        items.len(),
+                        count("converted"),
+                        count("skipped-complete"),
+                        count("skipped-verify"),
+                        count("error"),
+                        rate / 1e6
+                    );
+                }
+            }
+            Ok(if count("error") > 0 {
+                EXIT_ERROR
+            } else if count("skipped-verify") > 0 {
+                1
+            } else {
+                EXIT_OK
+            })
+        }
         Command::Convert {
             output_format,
             options,
@@ -297,13 +443,7 @@ fn run(cli: Cli) -> Result<u8> {
             dst,
         } => {
             let format: OutputFormat = output_format.parse()?;
-            let mut kv = Vec::new();
-            for group in &options {
-                for item in group.split(',').filter(|s| !s.is_empty()) {
-                    let (k, v) = item.split_once('=').unwrap_or((item, "on"));
-                    kv.push((k.trim().to_string(), v.trim().to_string()));
-                }
-            }
+            let kv = parse_format_options(&options);
             let dev = image::open_spec(&src, &open.options())?;
             for w in dev.warnings() {
                 eprintln!("imgcheck: warning: {w}");
