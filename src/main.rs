@@ -253,7 +253,7 @@ fn run(cli: Cli) -> Result<u8> {
                 } else {
                     writeln!(out, "{}{}", e.name, slash)
                 };
-                if let Err(e) = r.and_then(|_| Ok(())) {
+                if let Err(e) = r {
                     if e.kind() == std::io::ErrorKind::BrokenPipe {
                         return Ok(EXIT_OK);
                     }
