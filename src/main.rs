@@ -13,6 +13,7 @@ use imgcheck::checks::{Policy, VerifyOptions};
 use imgcheck::convert::{self, ConvertOptions, OutputFormat};
 use imgcheck::image::{self, ImageInfo, OpenOptions};
 use imgcheck::report;
+use imgcheck::{disk, fs};
 
 /// Exit status when every check passed.
 const EXIT_OK: u8 = 0;
@@ -174,6 +175,53 @@ enum Command {
         /// Destination file.
         dst: PathBuf,
     },
+    /// List a directory inside the image's NTFS file system, offline (names as `ntfsls -F`
+    /// prints them: index order, a trailing / on directories).
+    Ls {
+        /// Partition number (as Linux numbers them; 0 = the whole disk is one volume).
+        /// Default: the partition holding \Windows, else the first NTFS partition.
+        #[arg(short = 'p', long)]
+        partition: Option<u32>,
+        /// Long listing: size, then name.
+        #[arg(short = 'l', long)]
+        long: bool,
+        /// Also list NTFS metadata files ($MFT, $Volume, ...).
+        #[arg(short = 's', long)]
+        system: bool,
+        #[command(flatten)]
+        open: OpenArgs,
+        /// The image file (or nbd:// URI).
+        image: String,
+        /// Directory inside the file system (/ or \ separated, case-insensitive).
+        #[arg(default_value = "/")]
+        path: String,
+    },
+    /// Write a file from inside the image's NTFS file system to stdout, offline.
+    Cat {
+        /// Partition number (as Linux numbers them; 0 = the whole disk is one volume).
+        /// Default: the partition holding \Windows, else the first NTFS partition.
+        #[arg(short = 'p', long)]
+        partition: Option<u32>,
+        #[command(flatten)]
+        open: OpenArgs,
+        /// The image file (or nbd:// URI).
+        image: String,
+        /// File inside the file system (/ or \ separated, case-insensitive).
+        path: String,
+    },
+}
+
+/// Open the volume `ls` and `cat` work on.
+fn open_volume(image: &str, open: &OpenArgs, partition: Option<u32>) -> Result<fs::Volume> {
+    let dev = image::open_spec(image, &open.options())?;
+    for w in dev.warnings() {
+        eprintln!("imgcheck: warning: {w}");
+    }
+    let table = disk::analyze(&dev)?;
+    Ok(match partition {
+        Some(n) => fs::open_index(&dev, &table, n)?,
+        None => fs::default_volume(&dev, &table)?,
+    })
 }
 
 /// `-o key=value,key2=value2` (repeatable) into pairs; a bare key means "on".
@@ -458,6 +506,73 @@ fn run(cli: Cli) -> Result<u8> {
             convert::convert(dev, &dst, &opts, &|_| {})
                 .with_context(|| format!("converting {} to {}", src, dst.display()))?;
             Ok(EXIT_OK)
+        }
+        Command::Ls {
+            partition,
+            long,
+            system,
+            open,
+            image,
+            path,
+        } => {
+            use std::io::Write;
+            let vol = open_volume(&image, &open, partition)?;
+            let st = vol.stat(&path)?;
+            let entries = if st.is_dir {
+                vol.list_opts(&path, system)?
+            } else {
+                vec![fs::DirEntry {
+                    name: st.name.clone(),
+                    is_dir: false,
+                    size: st.size,
+                    record: st.record,
+                }]
+            };
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            for e in &entries {
+                let slash = if e.is_dir { "/" } else { "" };
+                let r = if long {
+                    writeln!(out, "{:>12} {}{}", e.size, e.name, slash)
+                } else {
+                    writeln!(out, "{}{}", e.name, slash)
+                };
+                if let Err(e) = r {
+                    if e.kind() == std::io::ErrorKind::BrokenPipe {
+                        return Ok(EXIT_OK);
+                    }
+                    return Err(e.into());
+                }
+            }
+            match out.flush() {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(EXIT_OK),
+            }
+        }
+        Command::Cat {
+            partition,
+            open,
+            image,
+            path,
+        } => {
+            use std::io::Write;
+            let vol = open_volume(&image, &open, partition)?;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+            match vol.read_to(&path, &mut out) {
+                Err(imgcheck::Error::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::BrokenPipe =>
+                {
+                    return Ok(EXIT_OK)
+                }
+                r => {
+                    r?;
+                }
+            }
+            match out.flush() {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(EXIT_OK),
+            }
         }
     }
 }
