@@ -3,7 +3,9 @@
 //! The IDs are an interface (CI pipelines and policies refer to them): never rename one.
 //! A check result always says what was found; a failed or warned check says what to do.
 
+pub mod disk;
 pub mod image_format;
+pub mod inspection;
 pub mod policy;
 pub mod verify;
 

@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use super::inspection::Inspection;
 use super::{verdict_of, CheckResult, Policy, Verdict, CHECK_IDS, ID_IMAGE_FORMAT};
 use crate::image::{self, Format, OpenOptions};
 
@@ -122,6 +123,26 @@ pub fn hint_for_error(e: &crate::Error) -> &'static str {
     }
 }
 
+/// The partitions that hold data, for drawing.
+fn partition_boxes(insp: &Inspection) -> Vec<PartitionBox> {
+    let Ok(t) = &insp.table else {
+        return Vec::new();
+    };
+    t.data_partitions()
+        .into_iter()
+        .map(|p| PartitionBox {
+            index: p.index,
+            start: p.start,
+            size: p.size,
+            kind: match p.mbr_type {
+                Some(b) => format!("{} (0x{b:02X})", p.type_name),
+                None => p.type_name.clone(),
+            },
+            bootable: p.bootable,
+        })
+        .collect()
+}
+
 /// Verify the image named by `spec` (a path or an NBD URI).
 pub fn verify(spec: &str, opts: &VerifyOptions) -> ImageReport {
     let dev = match image::open_spec(spec, &opts.open) {
@@ -150,7 +171,10 @@ pub fn verify(spec: &str, opts: &VerifyOptions) -> ImageReport {
         }
     };
     let mut checks = vec![super::image_format::check(dev.as_ref())];
-    for id in &CHECK_IDS[1..] {
+    let insp = Inspection::gather(dev.clone());
+    checks.push(super::disk::partition_table(&insp));
+    checks.push(super::disk::first_partition(&insp));
+    for id in &CHECK_IDS[3..] {
         checks.push(CheckResult::skip(id, "not checked yet by this build"));
     }
     let checks: Vec<CheckResult> = checks.into_iter().map(|c| opts.policy.apply(c)).collect();
@@ -158,7 +182,7 @@ pub fn verify(spec: &str, opts: &VerifyOptions) -> ImageReport {
     let layout = allocation_bins(dev.as_ref(), ALLOCATION_BINS)
         .ok()
         .map(|allocation| Layout {
-            partitions: Vec::new(),
+            partitions: partition_boxes(&insp),
             allocation,
         });
     ImageReport {
