@@ -138,7 +138,11 @@ fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
 /// `%windir%\...`, `\??\C:\...`, `C:\...`, `\Windows\...` (volume root), and absent (the
 /// default `System32\drivers\<service>.sys`). Quotes around the path are removed. The file
 /// system is case-insensitive: the caller should compare paths that way.
-pub fn driver_file_path(image_path: Option<&str>, service: &str, system_root: Option<&str>) -> String {
+pub fn driver_file_path(
+    image_path: Option<&str>,
+    service: &str,
+    system_root: Option<&str>,
+) -> String {
     let windir = windows_dir(system_root);
     let Some(p) = image_path.map(str::trim).filter(|p| !p.is_empty()) else {
         return format!("{windir}/System32/drivers/{service}.sys");
@@ -187,9 +191,7 @@ impl VirtioState {
     pub fn as_str(self) -> &'static str {
         match self {
             VirtioState::NotInstalled => "not installed",
-            VirtioState::StagedNoService => {
-                "staged in the driver store but no boot-start service"
-            }
+            VirtioState::StagedNoService => "staged in the driver store but no boot-start service",
             VirtioState::NotBootStart => "installed but not boot-start",
             VirtioState::MissingSys => "service without its .sys",
             VirtioState::NotBound => "not bound to the Virtio PCI IDs",
@@ -283,7 +285,9 @@ fn virtio_bindings(
                         let by_service = system::driver_package(system, &pkg)?
                             .map(|p| p.services.iter().any(|s| s.eq_ignore_ascii_case(driver)))
                             .unwrap_or(false);
-                        let by_name = pkg.to_ascii_lowercase().starts_with(&format!("{driver_l}.inf_"));
+                        let by_name = pkg
+                            .to_ascii_lowercase()
+                            .starts_with(&format!("{driver_l}.inf_"));
                         if by_service || by_name {
                             matched = Some(Some(pkg));
                             break;
@@ -308,7 +312,10 @@ fn virtio_bindings(
         for id in ids {
             let prefix = format!("pci#{}", id.to_ascii_lowercase());
             for d in system::critical_devices(system, cs, &prefix)? {
-                if d.service.as_deref().is_some_and(|s| s.eq_ignore_ascii_case(driver)) {
+                if d.service
+                    .as_deref()
+                    .is_some_and(|s| s.eq_ignore_ascii_case(driver))
+                {
                     out.push(VirtioBinding {
                         hardware_id: d.device_id,
                         source: "CriticalDeviceDatabase".into(),
@@ -384,10 +391,7 @@ pub fn virtio_storage(
             },
         });
     }
-    let best = drivers
-        .iter()
-        .max_by_key(|d| d.state)
-        .expect("two drivers");
+    let best = drivers.iter().max_by_key(|d| d.state).expect("two drivers");
     let state = best.state;
     let driver = (state != VirtioState::NotInstalled).then(|| best.name.clone());
     let net = system::service(system, &cs, "netkvm")?;
@@ -495,9 +499,12 @@ pub struct CloudbaseStatus {
 /// `cloudbase-init` service.
 pub fn cloudbase_init(system: &Hive, software: &Hive) -> Result<CloudbaseStatus> {
     let cs = system::require_control_set(system)?;
-    let entry = software::applications(software)?
-        .into_iter()
-        .find(|a| a.name.trim_start().to_ascii_lowercase().starts_with("cloudbase-init"));
+    let entry = software::applications(software)?.into_iter().find(|a| {
+        a.name
+            .trim_start()
+            .to_ascii_lowercase()
+            .starts_with("cloudbase-init")
+    });
     let service = system::service(system, &cs, "cloudbase-init")?;
     Ok(CloudbaseStatus {
         installed: entry.is_some() && service.is_some(),
@@ -578,28 +585,85 @@ const SERVICE_TABLE: &[(Suite, &[&str])] = &[
     (
         Suite::VmwareTools,
         &[
-            "vmci", "vsock", "vmhgfs", "vm3dmp", "vm3dmp_loader", "vm3dmp-debug", "vm3dmp-stats",
-            "vm3dservice", "vmmouse", "vmusbmouse", "vmrawdsk", "vmmemctl", "vmxnet", "vmxnet3",
-            "vmxnet3ndis5", "vmxnet3ndis6", "pvscsi", "VMTools", "vmvss", "vmx_svga", "vmdebug",
-            "VMUpgradeHelper", "VGAuthService", "vmwefifw", "vnetWFP", "vmStatsProvider",
-            "vmusb", "vmkbd", "vmscsi", "vmaudio", "VMwareCAFManagementAgentHost",
-            "VMwareCAFCommAmqpListener", "vmci_host",
+            "vmci",
+            "vsock",
+            "vmhgfs",
+            "vm3dmp",
+            "vm3dmp_loader",
+            "vm3dmp-debug",
+            "vm3dmp-stats",
+            "vm3dservice",
+            "vmmouse",
+            "vmusbmouse",
+            "vmrawdsk",
+            "vmmemctl",
+            "vmxnet",
+            "vmxnet3",
+            "vmxnet3ndis5",
+            "vmxnet3ndis6",
+            "pvscsi",
+            "VMTools",
+            "vmvss",
+            "vmx_svga",
+            "vmdebug",
+            "VMUpgradeHelper",
+            "VGAuthService",
+            "vmwefifw",
+            "vnetWFP",
+            "vmStatsProvider",
+            "vmusb",
+            "vmkbd",
+            "vmscsi",
+            "vmaudio",
+            "VMwareCAFManagementAgentHost",
+            "VMwareCAFCommAmqpListener",
+            "vmci_host",
         ],
     ),
     (
         Suite::XenPv,
         &[
-            "xenbus", "xenvbd", "xennet", "xenfilt", "xeniface", "xendisk", "xenvif", "xenhid",
-            "xenvkbd", "xencons", "xenbus_monitor", "xenagent", "xensvc", "xenpci", "xenscsi",
-            "xenusb", "xenconfig", "xenevtchn", "xennet6", "xenvbd_disk", "XenPVDAccess",
-            "rhelscsi", "rhelnet", "rhelfltr", "XenTools", "LiteAgent", "citrix_xenbus",
+            "xenbus",
+            "xenvbd",
+            "xennet",
+            "xenfilt",
+            "xeniface",
+            "xendisk",
+            "xenvif",
+            "xenhid",
+            "xenvkbd",
+            "xencons",
+            "xenbus_monitor",
+            "xenagent",
+            "xensvc",
+            "xenpci",
+            "xenscsi",
+            "xenusb",
+            "xenconfig",
+            "xenevtchn",
+            "xennet6",
+            "xenvbd_disk",
+            "XenPVDAccess",
+            "rhelscsi",
+            "rhelnet",
+            "rhelfltr",
+            "XenTools",
+            "LiteAgent",
+            "citrix_xenbus",
         ],
     ),
     (
         Suite::VirtualboxGuestAdditions,
         &[
-            "VBoxGuest", "VBoxMouse", "VBoxSF", "VBoxService", "VBoxVideo", "VBoxVideoW8",
-            "VBoxWddm", "VBoxMRXNP", "VBoxTray",
+            "VBoxGuest",
+            "VBoxMouse",
+            "VBoxSF",
+            "VBoxService",
+            "VBoxVideo",
+            "VBoxVideoW8",
+            "VBoxWddm",
+            "VBoxMRXNP",
+            "VBoxTray",
         ],
     ),
     (Suite::ParallelsTools, &["prl_tools", "prl_tools_service"]),
@@ -614,9 +678,15 @@ const SERVICE_PREFIXES: &[(Suite, &str)] = &[
 /// Directories that only guest tools install services into.
 const IMAGE_DIRS: &[(Suite, &str)] = &[
     (Suite::VmwareTools, "\\vmware\\vmware tools\\"),
-    (Suite::VirtualboxGuestAdditions, "\\oracle\\virtualbox guest additions\\"),
+    (
+        Suite::VirtualboxGuestAdditions,
+        "\\oracle\\virtualbox guest additions\\",
+    ),
     (Suite::ParallelsTools, "\\parallels\\parallels tools\\"),
-    (Suite::ParallelsTools, "\\virtuozzo\\virtuozzo guest tools\\"),
+    (
+        Suite::ParallelsTools,
+        "\\virtuozzo\\virtuozzo guest tools\\",
+    ),
     (Suite::XenPv, "\\citrix\\xentools\\"),
     (Suite::XenPv, "\\xenserver\\"),
 ];
@@ -624,7 +694,10 @@ const IMAGE_DIRS: &[(Suite, &str)] = &[
 /// Uninstall DisplayName patterns (case-insensitive substring).
 const APP_TABLE: &[(Suite, &str)] = &[
     (Suite::VmwareTools, "vmware tools"),
-    (Suite::VirtualboxGuestAdditions, "virtualbox guest additions"),
+    (
+        Suite::VirtualboxGuestAdditions,
+        "virtualbox guest additions",
+    ),
     (Suite::ParallelsTools, "parallels tools"),
     (Suite::ParallelsTools, "virtuozzo guest tools"),
     (Suite::ParallelsTools, "virtuozzo tools"),
@@ -694,7 +767,13 @@ pub fn conflicts(system: &Hive, software: &Hive) -> Result<Vec<Conflict>> {
                 start: s.start,
                 enabled: s.enabled(),
                 registry_path: s.registry_path.clone(),
-                detail: Some(format!("Start={} ({})", s.start.map(|v| v.to_string()).unwrap_or_else(|| "not set".into()), s.start_name)),
+                detail: Some(format!(
+                    "Start={} ({})",
+                    s.start
+                        .map(|v| v.to_string())
+                        .unwrap_or_else(|| "not set".into()),
+                    s.start_name
+                )),
             });
         }
     }
@@ -718,7 +797,10 @@ pub fn conflicts(system: &Hive, software: &Hive) -> Result<Vec<Conflict>> {
         });
     };
     for c in system::class_filters(system, &cs)? {
-        for (list, vname) in [(&c.upper_filters, "UpperFilters"), (&c.lower_filters, "LowerFilters")] {
+        for (list, vname) in [
+            (&c.upper_filters, "UpperFilters"),
+            (&c.lower_filters, "LowerFilters"),
+        ] {
             for f in list {
                 let image = find_service(f).and_then(|s| s.image_path.as_deref());
                 if let Some(suite) = suite_of_service(f, image) {
@@ -730,7 +812,10 @@ pub fn conflicts(system: &Hive, software: &Hive) -> Result<Vec<Conflict>> {
                         format!(
                             "{vname} of class {}{}",
                             c.class_guid,
-                            c.class_name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default()
+                            c.class_name
+                                .as_deref()
+                                .map(|n| format!(" ({n})"))
+                                .unwrap_or_default()
                         ),
                     );
                 }
@@ -738,7 +823,10 @@ pub fn conflicts(system: &Hive, software: &Hive) -> Result<Vec<Conflict>> {
         }
     }
     for s in &services {
-        for (list, vname) in [(&s.upper_filters, "UpperFilters"), (&s.lower_filters, "LowerFilters")] {
+        for (list, vname) in [
+            (&s.upper_filters, "UpperFilters"),
+            (&s.lower_filters, "LowerFilters"),
+        ] {
             for f in list {
                 let image = find_service(f).and_then(|x| x.image_path.as_deref());
                 if let Some(suite) = suite_of_service(f, image) {
@@ -835,13 +923,20 @@ pub fn extra_warnings(system: &Hive, software: &Hive) -> Result<Vec<ExtraWarning
         ));
     }
     if let Some(k) = system.key(&format!("{}\\Control\\Session Manager", cs.name))? {
-        for v in ["PendingFileRenameOperations", "PendingFileRenameOperations2"] {
+        for v in [
+            "PendingFileRenameOperations",
+            "PendingFileRenameOperations2",
+        ] {
             let list = k.multi_sz(v).unwrap_or_default();
             let list: Vec<String> = list.into_iter().filter(|s| !s.is_empty()).collect();
             if !list.is_empty() {
                 out.push(w(
                     WarningKind::PendingFileRenames,
-                    format!("{} file operations are pending until the next boot ({})", list.len().div_ceil(2), k.value_path(v)),
+                    format!(
+                        "{} file operations are pending until the next boot ({})",
+                        list.len().div_ceil(2),
+                        k.value_path(v)
+                    ),
                     k.value_path(v),
                     "SYSTEM",
                     list.into_iter().take(20).collect(),

@@ -55,8 +55,10 @@ fn element(bcd: &Hive, object: &str, elem: &str) -> Result<Option<Key>> {
 }
 
 fn element_string(bcd: &Hive, object: &str, elem: &str) -> Result<Option<(String, String)>> {
-    Ok(element(bcd, object, elem)?
-        .and_then(|k| k.nonempty_string("Element").map(|s| (s, k.value_path("Element")))))
+    Ok(element(bcd, object, elem)?.and_then(|k| {
+        k.nonempty_string("Element")
+            .map(|s| (s, k.value_path("Element")))
+    }))
 }
 
 fn firmware_of_path(p: &str) -> Option<Firmware> {
@@ -96,8 +98,10 @@ pub fn bcd_boot(bcd: &Hive) -> Result<BcdInfo> {
             info.loader_path_registry_path = Some(rp);
         }
         info.loader_description = element_string(bcd, guid, ELEM_DESCRIPTION)?.map(|x| x.0);
-        info.loader_device_hex = element(bcd, guid, ELEM_APP_DEVICE)?
-            .and_then(|k| k.binary("Element").map(|b| b.iter().map(|x| format!("{x:02x}")).collect()));
+        info.loader_device_hex = element(bcd, guid, ELEM_APP_DEVICE)?.and_then(|k| {
+            k.binary("Element")
+                .map(|b| b.iter().map(|x| format!("{x:02x}")).collect())
+        });
     }
     if let Some(p) = &info.loader_path {
         if let Some(fw) = firmware_of_path(p) {
@@ -143,7 +147,11 @@ pub fn bcd_boot(bcd: &Hive) -> Result<BcdInfo> {
         } else {
             format!(
                 "both EFI and BIOS loaders and no default: {}",
-                efi.iter().chain(bios.iter()).cloned().collect::<Vec<_>>().join(", ")
+                efi.iter()
+                    .chain(bios.iter())
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         };
     }

@@ -4,15 +4,16 @@
 //! Parsing and log replay are done by the `notatin` crate. Around it this module adds:
 //! - header checks and size caps before notatin sees the bytes (a clear error instead of
 //!   whatever notatin makes of garbage);
-//! - a pre-scan that refuses nested `ri` subkey indexes (notatin follows `ri` lists
-//!   recursively, so an `ri` list that points at itself would overflow the stack, which no
-//!   `catch_unwind` can catch);
+//! - a check of every subkey list before notatin follows it: notatin follows `ri` index lists
+//!   recursively, so an `ri` list pointing at itself would overflow the stack, which no
+//!   `catch_unwind` can catch. Windows never nests `ri` lists, so an `ri` whose items point at
+//!   another `ri` is refused. To check the bytes notatin will read, we keep our own copy of the
+//!   hive with the transaction logs replayed by the same rules ([`marvin32`] hashes included);
 //! - `catch_unwind` around every notatin call as a last line of defence: notatin indexes
 //!   slices in places and may panic on crafted input; a panic becomes an [`Error::Corrupt`];
 //! - key lookup one path segment at a time, taking the first matching subkey, so duplicate or
 //!   self-referencing subkey lists cannot make a lookup explode.
 
-use std::collections::HashSet;
 use std::io::Cursor;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Mutex;
@@ -167,7 +168,9 @@ pub struct Key {
 /// enough for the names we look up).
 pub fn name_eq(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.eq_ignore_ascii_case(b)
-        || a.chars().flat_map(char::to_lowercase).eq(b.chars().flat_map(char::to_lowercase))
+        || a.chars()
+            .flat_map(char::to_lowercase)
+            .eq(b.chars().flat_map(char::to_lowercase))
 }
 
 impl Key {
@@ -284,6 +287,8 @@ pub struct Hive {
     root: CellKeyNode,
     root_prefix_len: usize,
     replay: ReplayInfo,
+    /// Our copy of the hive bytes after replay, to check subkey lists before notatin reads them.
+    mirror: Vec<u8>,
 }
 
 impl std::fmt::Debug for Hive {
@@ -319,9 +324,8 @@ fn guarded<T>(name: &str, what: &str, f: impl FnOnce() -> T) -> Result<T> {
     })
 }
 
-/// Checks the primary file's base block and first hive bin; returns (seq1, seq2, checksum ok,
-/// hive bins data size).
-fn check_primary(name: &str, b: &[u8]) -> Result<(u32, u32, bool, usize)> {
+/// Checks the primary file's base block and first hive bin; returns (seq1, seq2, checksum ok).
+fn check_primary(name: &str, b: &[u8]) -> Result<(u32, u32, bool)> {
     if b.len() > MAX_HIVE_SIZE {
         return Err(Error::refused(
             name,
@@ -390,23 +394,59 @@ fn check_primary(name: &str, b: &[u8]) -> Result<(u32, u32, bool, usize)> {
     if root + 80 > bins {
         return Err(Error::corrupt(
             name,
-            format!("registry hive: root cell offset {root} is outside the {bins} bytes of hive bins"),
+            format!(
+                "registry hive: root cell offset {root} is outside the {bins} bytes of hive bins"
+            ),
         ));
     }
-    Ok((seq1, seq2, checksum_ok, bins))
+    Ok((seq1, seq2, checksum_ok))
 }
 
-/// One dirty page of a new-format log entry: hive-bins-relative offset and bytes.
-struct DirtyPage<'a> {
-    offset: usize,
-    bytes: &'a [u8],
+/// Marvin32 (the hash of HvLE log entries), seeded; written from the published algorithm.
+pub fn marvin32(seed: u64, data: &[u8]) -> u64 {
+    let mut lo = seed as u32;
+    let mut hi = (seed >> 32) as u32;
+    fn mix(lo: &mut u32, hi: &mut u32) {
+        *hi ^= *lo;
+        *lo = lo.rotate_left(20).wrapping_add(*hi);
+        *hi = hi.rotate_left(9) ^ *lo;
+        *lo = lo.rotate_left(27).wrapping_add(*hi);
+        *hi = hi.rotate_left(19);
+    }
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        lo = lo.wrapping_add(u32::from_le_bytes(c.try_into().unwrap()));
+        mix(&mut lo, &mut hi);
+    }
+    let r = chunks.remainder();
+    let fin = match r.len() {
+        0 => 0x80,
+        1 => 0x8000 | r[0] as u32,
+        2 => 0x80_0000 | u16::from_le_bytes([r[0], r[1]]) as u32,
+        _ => 0x8000_0000 | (r[2] as u32) << 16 | u16::from_le_bytes([r[0], r[1]]) as u32,
+    };
+    lo = lo.wrapping_add(fin);
+    mix(&mut lo, &mut hi);
+    mix(&mut lo, &mut hi);
+    (lo as u64) | ((hi as u64) << 32)
 }
 
-/// Lists the dirty pages of every HvLE entry of a new-format log (bounded by the log size;
-/// stops at the first entry that does not parse, as a replay would).
-fn log_pages(log: &[u8]) -> (usize, Vec<DirtyPage<'_>>) {
-    let mut pages = Vec::new();
-    let mut entries = 0;
+/// Seed of the HvLE entry hashes.
+pub const LOG_HASH_SEED: u64 = 0x82EF_4D88_7A4E_55C5;
+
+/// One new-format (HvLE) log entry.
+struct LogEntry<'a> {
+    sequence: u32,
+    bins_size: u32,
+    hashes_ok: bool,
+    /// (hive-bins-relative offset, bytes)
+    pages: Vec<(usize, &'a [u8])>,
+}
+
+/// A parsed new-format transaction log: base block primary sequence number and entries.
+/// Parsing stops at the first entry that does not parse (bounded by the log size).
+fn parse_log(log: &[u8]) -> (u32, Vec<LogEntry<'_>>) {
+    let mut entries = Vec::new();
     let mut pos = 512usize;
     while pos + 40 <= log.len() {
         if &log[pos..pos + 4] != b"HvLE" {
@@ -414,77 +454,85 @@ fn log_pages(log: &[u8]) -> (usize, Vec<DirtyPage<'_>>) {
         }
         let size = le32(log, pos + 4) as usize;
         let count = le32(log, pos + 20) as usize;
-        if size < 40 || size % 512 != 0 || pos + size > log.len() || 40 + count * 8 > size {
+        if size < 40 || pos + size > log.len() || count > size / 8 || 40 + count * 8 > size {
             break;
         }
-        let mut data = pos + 40 + count * 8;
+        let e = &log[pos..pos + size];
+        let hash1 = u64::from_le_bytes(e[24..32].try_into().unwrap());
+        let hash2 = u64::from_le_bytes(e[32..40].try_into().unwrap());
+        let hashes_ok = marvin32(LOG_HASH_SEED, &e[40..]) == hash1
+            && marvin32(LOG_HASH_SEED, &e[..32]) == hash2;
+        let mut pages = Vec::new();
+        let mut data = 40 + count * 8;
+        let mut complete = true;
         for i in 0..count {
-            let r = pos + 40 + i * 8;
-            let off = le32(log, r) as usize;
-            let len = le32(log, r + 4) as usize;
-            if data + len > pos + size {
+            let off = le32(e, 40 + i * 8) as usize;
+            let len = le32(e, 44 + i * 8) as usize;
+            if data + len > size {
+                complete = false;
                 break;
             }
-            pages.push(DirtyPage {
-                offset: off,
-                bytes: &log[data..data + len],
-            });
+            pages.push((off, &e[data..data + len]));
             data += len;
         }
-        entries += 1;
+        if !complete {
+            break;
+        }
+        entries.push(LogEntry {
+            sequence: le32(e, 12),
+            bins_size: le32(e, 16),
+            hashes_ok,
+            pages,
+        });
         pos += size;
     }
-    (entries, pages)
+    (le32(log, 4), entries)
 }
 
-/// Refuses hives where an `ri` subkey index points at another `ri` index (Windows never nests
-/// them; notatin would recurse without bound on a cycle). Conservative over log replay: every
-/// version of every location (the primary, each dirty page of each log) is considered, so no
-/// order of replay can produce a nested `ri` that was not seen here.
-fn check_ri_nesting(name: &str, bins: &[u8], pages: &[DirtyPage]) -> Result<()> {
-    let mut versions: Vec<(usize, &[u8])> = vec![(0, bins)];
-    versions.extend(pages.iter().map(|p| (p.offset, p.bytes)));
-    let is_ri = |b: &[u8], i: usize| b.len() >= i + 8 && &b[i + 4..i + 6] == b"ri";
-    let mut ri_at: HashSet<usize> = HashSet::new();
-    for (base, b) in &versions {
-        let mut i = 0;
-        while i + 8 <= b.len() {
-            if is_ri(b, i) {
-                ri_at.insert(base + i);
-            }
-            i += 8;
+/// Builds our own copy of what notatin's replay produces, following the same rules (logs
+/// oldest first; an entry is applied when its hashes are right, its sequence number is not
+/// below the primary's secondary sequence number and follows the previous one; the hive grows
+/// to the entry's hive bins size). Used to check subkey lists before notatin follows them.
+/// Returns the number of entries applied.
+fn mirror_replay(
+    buf: &mut Vec<u8>,
+    secondary: u32,
+    logs: &[(u32, Vec<LogEntry>)],
+    cap: usize,
+) -> usize {
+    let mut order: Vec<&(u32, Vec<LogEntry>)> = logs.iter().collect();
+    order.sort_by_key(|l| l.0);
+    let mut last = 0u32;
+    let mut applied = 0;
+    for (log_seq, entries) in order {
+        if *log_seq < secondary || (last != 0 && *log_seq != last.wrapping_add(1)) {
+            continue;
         }
-    }
-    if ri_at.is_empty() {
-        return Ok(());
-    }
-    for (base, b) in &versions {
-        let mut i = 0;
-        while i + 8 <= b.len() {
-            if is_ri(b, i) {
-                let count = le16(b, i + 6) as usize;
-                for k in 0..count {
-                    let at = i + 8 + 4 * k;
-                    if at + 4 > b.len() {
-                        break;
-                    }
-                    let target = le32(b, at) as usize;
-                    if ri_at.contains(&target) {
-                        return Err(Error::corrupt(
-                            name,
-                            format!(
-                                "registry hive: the ri subkey index at offset {} points at another ri index at {} (nested or cyclic subkey lists)",
-                                base + i + HBIN_START,
-                                target + HBIN_START
-                            ),
-                        ));
-                    }
+        for e in entries {
+            if !e.hashes_ok {
+                break;
+            }
+            if e.sequence < secondary {
+                continue;
+            }
+            if e.bins_size % 4096 != 0 || (last != 0 && e.sequence != last.wrapping_add(1)) {
+                break;
+            }
+            let want = HBIN_START + e.bins_size as usize;
+            if want > buf.len() && want <= cap {
+                buf.resize(want, 0);
+            }
+            for (off, bytes) in &e.pages {
+                let at = HBIN_START + off;
+                if let Some(dst) = buf.get_mut(at..at + bytes.len()) {
+                    dst.copy_from_slice(bytes);
                 }
             }
-            i += 8;
+            last = e.sequence;
+            applied += 1;
         }
     }
-    Ok(())
+    applied
 }
 
 impl Hive {
@@ -493,7 +541,7 @@ impl Hive {
     /// When the primary is dirty, notatin replays the logs' entries whose hashes and sequence
     /// numbers are valid; [`Hive::replay`] says what happened.
     pub fn open(name: &str, primary: &[u8], logs: &[&[u8]]) -> Result<Hive> {
-        let (seq1, seq2, checksum_ok, bins) = check_primary(name, primary)?;
+        let (seq1, seq2, checksum_ok) = check_primary(name, primary)?;
         let mut replay = ReplayInfo {
             primary_sequence: seq1,
             secondary_sequence: seq2,
@@ -501,8 +549,8 @@ impl Hive {
             dirty: seq1 != seq2 || !checksum_ok,
             ..Default::default()
         };
-        let mut all_pages = Vec::new();
         let logs: Vec<&[u8]> = logs.iter().copied().filter(|l| !l.is_empty()).collect();
+        let mut parsed = Vec::new();
         for log in &logs {
             if log.len() > MAX_LOG_SIZE {
                 return Err(Error::refused(
@@ -520,13 +568,17 @@ impl Hive {
                     .push("a transaction log without a regf base block was ignored".into());
                 continue;
             }
-            let (entries, pages) = log_pages(log);
-            replay.log_entries += entries;
-            replay.log_dirty_pages += pages.len();
-            all_pages.extend(pages);
+            let (seq, entries) = parse_log(log);
+            replay.log_entries += entries.len();
+            replay.log_dirty_pages += entries.iter().map(|e| e.pages.len()).sum::<usize>();
+            parsed.push((seq, entries));
         }
         replay.logs_supplied = logs.len();
-        check_ri_nesting(name, &primary[HBIN_START..HBIN_START + bins], &all_pages)?;
+        let mut mirror = primary.to_vec();
+        if replay.dirty && !parsed.is_empty() {
+            mirror_replay(&mut mirror, seq2, &parsed, MAX_HIVE_SIZE);
+        }
+        drop(parsed);
 
         let mut builder = ParserBuilder::from_file(Cursor::new(primary.to_vec()));
         for log in &logs {
@@ -538,14 +590,19 @@ impl Hive {
             .map_err(|e| Error::corrupt(name, format!("malformed registry hive: {e}")))?;
         if let Some(notes) = parser.get_parse_logs().get() {
             for n in notes {
+                // notatin writes this note even when no entry could be applied (then with
+                // sequence number 0).
                 if n.text.starts_with("Applied transaction log") {
-                    replay.logs_applied = true;
-                    replay.sequence_after_replay = n
+                    let seq: Option<u32> = n
                         .text
                         .split("updated to ")
                         .nth(1)
                         .and_then(|s| s.split('.').next())
                         .and_then(|s| s.trim().parse().ok());
+                    if let Some(seq) = seq.filter(|&s| s != 0) {
+                        replay.logs_applied = true;
+                        replay.sequence_after_replay = Some(seq);
+                    }
                 }
                 replay.notes.push(n.text.clone());
             }
@@ -560,6 +617,7 @@ impl Hive {
             root,
             root_prefix_len,
             replay,
+            mirror,
         })
     }
 
@@ -585,6 +643,42 @@ impl Hive {
                 "registry hive unusable after an earlier parser failure",
             )
         })
+    }
+
+    /// Refuses a subkey list that notatin would follow into nested `ri` indexes.
+    fn check_list(&self, node: &CellKeyNode) -> Result<()> {
+        if node.detail.number_of_sub_keys() == 0 {
+            return Ok(());
+        }
+        let b = &self.mirror;
+        let is_ri = |rel: usize| {
+            b.get(HBIN_START + rel + 4..HBIN_START + rel + 6)
+                .is_some_and(|s| s == b"ri")
+        };
+        let list = node.detail.sub_keys_list_offset_relative() as usize;
+        if !is_ri(list) {
+            return Ok(());
+        }
+        let at = HBIN_START + list;
+        let count = b.get(at + 6..at + 8).map(|c| le16(c, 0)).unwrap_or(0) as usize;
+        for k in 0..count {
+            let Some(item) = b.get(at + 8 + 4 * k..at + 12 + 4 * k) else {
+                break;
+            };
+            let target = le32(item, 0) as usize;
+            if is_ri(target) {
+                return Err(Error::corrupt(
+                    &self.name,
+                    format!(
+                        "registry key {:?}: its ri subkey index at offset {} points at another ri index at offset {} (nested or cyclic subkey lists)",
+                        self.rel_path(node),
+                        at,
+                        HBIN_START + target
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn rel_path(&self, node: &CellKeyNode) -> String {
@@ -613,6 +707,7 @@ impl Hive {
         let mut node = self.root.clone();
         let mut parser = self.lock()?;
         for seg in segments {
+            self.check_list(&node)?;
             let next = guarded(&self.name, "looking up a key", || {
                 node.get_sub_key_by_path(&mut parser, seg)
             })?;
@@ -631,6 +726,7 @@ impl Hive {
         if name.is_empty() || name.contains('\\') {
             return Ok(None);
         }
+        self.check_list(&key.node)?;
         let mut node = key.node.clone();
         let mut parser = self.lock()?;
         let next = guarded(&self.name, "looking up a key", || {
@@ -658,6 +754,7 @@ impl Hive {
                 ),
             ));
         }
+        self.check_list(&key.node)?;
         let mut node = key.node.clone();
         let mut parser = self.lock()?;
         let children = guarded(&self.name, "listing subkeys", || {
@@ -702,5 +799,21 @@ mod tests {
         assert!(matches!(RegData::decode(4, &[1]), RegData::Other { .. }));
         assert!(name_eq("Services", "SERVICES"));
         assert!(!name_eq("vmbus", "vmbusr"));
+    }
+
+    #[test]
+    fn marvin32_vectors() {
+        // Published test vectors (dotnet MarvinTests).
+        let seed = 0x004F_B61A_001B_DBCC;
+        assert_eq!(marvin32(seed, &[]), 0x30ED35C100CD3C7D);
+        assert_eq!(marvin32(seed, &[0xAF]), 0x48E73FC77D75DDC1);
+        assert_eq!(marvin32(seed, &[0xE7, 0x0F]), 0xB5F6E1FC485DBFF8);
+        assert_eq!(marvin32(seed, &[0x37, 0xF4, 0x95]), 0xF0B07C789B8CF7E8);
+        assert_eq!(
+            marvin32(seed, &[0x86, 0x42, 0xDC, 0x59]),
+            0x7008F2E87E9CF556
+        );
+        let all: Vec<u8> = (0..=255).collect();
+        assert_eq!(marvin32(seed, &all), 0x7DFCAB33FCEAD72C);
     }
 }

@@ -59,7 +59,10 @@ impl WindowsVersion {
         }
         let cv = self.current_version.as_deref()?;
         let mut it = cv.split('.');
-        Some((it.next()?.trim().parse().ok()?, it.next()?.trim().parse().ok()?))
+        Some((
+            it.next()?.trim().parse().ok()?,
+            it.next()?.trim().parse().ok()?,
+        ))
     }
 
     /// The build number as a number.

@@ -209,11 +209,7 @@ pub struct DeviceIdBinding {
 
 /// `DriverDatabase\DeviceIds\<bus>\<id>` keys whose ID starts with `prefix`
 /// (case-insensitive), e.g. bus "PCI", prefix "VEN_1AF4&DEV_1001".
-pub fn driver_database_ids(
-    system: &Hive,
-    bus: &str,
-    prefix: &str,
-) -> Result<Vec<DeviceIdBinding>> {
+pub fn driver_database_ids(system: &Hive, bus: &str, prefix: &str) -> Result<Vec<DeviceIdBinding>> {
     let prefix = prefix.to_ascii_lowercase();
     Ok(system
         .subkeys_of(&format!("DriverDatabase\\DeviceIds\\{bus}"))?
@@ -302,10 +298,7 @@ pub fn driver_packages_named(system: &Hive, inf_stem: &str) -> Result<Vec<Driver
 
 /// The computer name: `Control\ComputerName\ComputerName\ComputerName`, else Tcpip's Hostname.
 pub fn computer_name(system: &Hive, cs: &ControlSet) -> Result<Option<(String, String)>> {
-    if let Some(k) = system.key(&format!(
-        "{}\\Control\\ComputerName\\ComputerName",
-        cs.name
-    ))? {
+    if let Some(k) = system.key(&format!("{}\\Control\\ComputerName\\ComputerName", cs.name))? {
         if let Some(n) = k.nonempty_string("ComputerName") {
             return Ok(Some((n, k.value_path("ComputerName"))));
         }
@@ -426,7 +419,10 @@ pub fn drive_letters(system: &Hive) -> Result<Vec<DriveLetter>> {
 /// PROCESSOR_ARCHITECTURE from `Control\Session Manager\Environment` (AMD64, x86, ARM64).
 pub fn processor_architecture(system: &Hive, cs: &ControlSet) -> Result<Option<String>> {
     Ok(system
-        .key(&format!("{}\\Control\\Session Manager\\Environment", cs.name))?
+        .key(&format!(
+            "{}\\Control\\Session Manager\\Environment",
+            cs.name
+        ))?
         .and_then(|k| k.nonempty_string("PROCESSOR_ARCHITECTURE")))
 }
 
