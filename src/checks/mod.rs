@@ -7,6 +7,7 @@ pub mod disk;
 pub mod image_format;
 pub mod inspection;
 pub mod policy;
+pub mod registry;
 pub mod verify;
 
 pub use policy::Policy;
@@ -15,7 +16,7 @@ pub use verify::{verify, ImageReport, VerifyOptions};
 use serde::Serialize;
 
 /// Stable check IDs, in the order they run and are reported.
-pub const CHECK_IDS: [&str; 7] = [
+pub const CHECK_IDS: [&str; 8] = [
     ID_IMAGE_FORMAT,
     ID_PARTITION_TABLE,
     ID_FIRST_PARTITION,
@@ -23,6 +24,7 @@ pub const CHECK_IDS: [&str; 7] = [
     ID_DRIVERS_VIRTIO,
     ID_CLOUDBASE_INIT,
     ID_CONFLICTS,
+    ID_SYSTEM_STATE,
 ];
 
 pub const ID_IMAGE_FORMAT: &str = "image.format";
@@ -32,6 +34,8 @@ pub const ID_BOOT_FIRMWARE: &str = "boot.firmware";
 pub const ID_DRIVERS_VIRTIO: &str = "drivers.virtio";
 pub const ID_CLOUDBASE_INIT: &str = "software.cloudbase-init";
 pub const ID_CONFLICTS: &str = "software.conflicts";
+/// Warnings only: pending reboot, Fast Startup, static IPs, RealTimeIsUniversal, dirty hives.
+pub const ID_SYSTEM_STATE: &str = "system.state";
 
 /// Outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]

@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use super::inspection::Inspection;
+use super::registry::{self, WindowsFacts};
 use super::{verdict_of, CheckResult, Policy, Verdict, CHECK_IDS, ID_IMAGE_FORMAT};
 use crate::image::{self, Format, OpenOptions};
 
@@ -174,9 +175,16 @@ pub fn verify(spec: &str, opts: &VerifyOptions) -> ImageReport {
     let insp = Inspection::gather(dev.clone());
     checks.push(super::disk::partition_table(&insp));
     checks.push(super::disk::first_partition(&insp));
-    for id in &CHECK_IDS[3..] {
-        checks.push(CheckResult::skip(id, "not checked yet by this build"));
-    }
+    let facts = WindowsFacts::gather(&insp);
+    let facts = facts.as_ref();
+    checks.push(registry::boot_firmware(&insp, facts));
+    checks.push(registry::virtio(&insp, facts).0);
+    checks.push(registry::cloudbase(&insp, facts));
+    checks.push(registry::conflicts(&insp, facts));
+    checks.push(registry::system_state(&insp, facts));
+    debug_assert_eq!(checks.len(), CHECK_IDS.len());
+    let os = registry::os_identity(facts)
+        .map(|o| serde_json::to_value(registry::OsSummary::of(&o)).expect("serialises"));
     let checks: Vec<CheckResult> = checks.into_iter().map(|c| opts.policy.apply(c)).collect();
     let verdict = verdict_of(&checks, opts.policy.strict);
     let layout = allocation_bins(dev.as_ref(), ALLOCATION_BINS)
@@ -192,7 +200,7 @@ pub fn verify(spec: &str, opts: &VerifyOptions) -> ImageReport {
         virtual_size: Some(dev.size()),
         verdict,
         checks,
-        os: None,
+        os,
         layout,
         error: None,
     }
