@@ -21,7 +21,10 @@ impl<V: Clone> Lru<V> {
     /// A cache holding about `capacity` values (at least one per shard).
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
-        let nshards = capacity.clamp(1, 16);
+        // Enough shards that rayon threads rarely meet on one lock and that the eviction scan
+        // of a shard stays short (at most a few hundred entries for the 64K-entry L2 cache of
+        // a 512-byte-cluster image).
+        let nshards = (capacity / 256).clamp(4, 256).min(capacity);
         let per_shard = capacity.div_ceil(nshards);
         let shards = (0..nshards)
             .map(|_| {

@@ -11,6 +11,7 @@ mod cache;
 mod header;
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use flate2::{Decompress, FlushDecompress, Status};
@@ -37,6 +38,11 @@ const SUBCLUSTERS: u64 = 32;
 const L2_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 /// Memory given to cached decompressed clusters (used by reads of part of a cluster).
 const INFLATE_CACHE_BYTES: u64 = 8 * 1024 * 1024;
+/// Most host bytes read ahead at once for compressed clusters (per thread).
+const MAX_READAHEAD: u64 = 4 * 1024 * 1024;
+
+/// Distinguishes open images in per-thread state.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// What one run of guest bytes maps to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +60,8 @@ enum Piece {
 /// An open qcow2 image.
 pub struct Qcow2 {
     storage: Arc<dyn Storage>,
+    /// Unique per open image (keys per-thread read-ahead state).
+    id: u64,
     version: u32,
     size: u64,
     cluster_bits: u32,
@@ -168,6 +176,7 @@ impl Qcow2 {
         let inflate_cap = (INFLATE_CACHE_BYTES / cluster_size).max(4) as usize;
         Ok(Qcow2 {
             storage,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             version: hdr.version,
             size: hdr.size,
             cluster_bits,
@@ -449,16 +458,48 @@ impl Qcow2 {
     }
 
     /// Inflate the compressed cluster with L2 `entry` into `out` (exactly one cluster).
-    fn inflate_cluster(&self, entry: u64, guest_cluster: u64, out: &mut [u8]) -> Result<()> {
+    /// `readahead` is how many host bytes are worth reading at once: qemu writes compressed
+    /// clusters one after another, so the clusters that follow in one large read are usually
+    /// found in the same window, and a read of many small compressed clusters costs a few
+    /// `pread`s instead of one per cluster.
+    fn inflate_cluster(
+        &self,
+        entry: u64,
+        guest_cluster: u64,
+        out: &mut [u8],
+        readahead: u64,
+    ) -> Result<()> {
+        struct State {
+            dec: Option<Decompress>,
+            /// Image id and host offset of `window`.
+            owner: u64,
+            start: u64,
+            window: Vec<u8>,
+        }
         thread_local! {
-            static INFLATE: RefCell<(Option<Decompress>, Vec<u8>)> = const { RefCell::new((None, Vec::new())) };
+            static INFLATE: RefCell<State> = const {
+                RefCell::new(State { dec: None, owner: 0, start: 0, window: Vec::new() })
+            };
         }
         let (host, len) = self.compressed_extent(entry, guest_cluster)?;
         INFLATE.with(|cell| {
             let mut guard = cell.borrow_mut();
-            let (dec, input) = &mut *guard;
-            input.resize(len, 0);
-            read_exact_at(self.storage.as_ref(), input, host)?;
+            let st = &mut *guard;
+            let hit = st.owner == self.id
+                && host >= st.start
+                && host + len as u64 <= st.start + st.window.len() as u64;
+            if !hit {
+                let avail = self.storage.len() - host;
+                let want = (len as u64).max(readahead.min(MAX_READAHEAD)).min(avail);
+                st.owner = 0;
+                st.window.resize(want as usize, 0);
+                read_exact_at(self.storage.as_ref(), &mut st.window, host)?;
+                st.owner = self.id;
+                st.start = host;
+            }
+            let at = (host - st.start) as usize;
+            let input = &st.window[at..at + len];
+            let dec = &mut st.dec;
             let dec = match dec {
                 Some(d) => {
                     d.reset(false);
@@ -496,11 +537,19 @@ impl Qcow2 {
 
     /// Copy `buf.len()` guest bytes starting `skip` bytes into the compressed cluster with L2
     /// `entry`.
-    fn read_compressed(&self, buf: &mut [u8], entry: u64, skip: u64, guest: u64) -> Result<()> {
+    /// `readahead` as for [`Qcow2::inflate_cluster`].
+    fn read_compressed(
+        &self,
+        buf: &mut [u8],
+        entry: u64,
+        skip: u64,
+        guest: u64,
+        readahead: u64,
+    ) -> Result<()> {
         let cs = self.cluster_size();
         let cl_guest = guest - skip;
         if skip == 0 && buf.len() as u64 == cs {
-            return self.inflate_cluster(entry, cl_guest, buf);
+            return self.inflate_cluster(entry, cl_guest, buf, readahead);
         }
         // Part of a cluster (the disk's last cluster, or a small read): keep the inflated
         // cluster so neighbouring small reads do not inflate it again.
@@ -508,7 +557,7 @@ impl Qcow2 {
             Some(c) => c,
             None => {
                 let mut v = vec![0u8; cs as usize];
-                self.inflate_cluster(entry, cl_guest, &mut v)?;
+                self.inflate_cluster(entry, cl_guest, &mut v, 0)?;
                 let c: Arc<[u8]> = v.into();
                 self.inflate_cache.insert(entry, c.clone());
                 c
@@ -653,7 +702,10 @@ impl BlockDevice for Qcow2 {
                 }
                 Piece::Compressed { entry, skip } => {
                     flush(buf, &mut pending)?;
-                    self.read_compressed(&mut buf[at..at + n], entry, skip, pos)?;
+                    // The rest of this request is worth reading ahead for (compressed data is
+                    // rarely larger than the guest bytes it holds).
+                    let ahead = end - pos;
+                    self.read_compressed(&mut buf[at..at + n], entry, skip, pos, ahead)?;
                 }
             }
             Ok(())
