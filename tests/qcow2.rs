@@ -966,3 +966,74 @@ fn extended_l2_with_both_bits_set_is_corrupt() {
     let bad = write_case(d, "both.qcow2", &b);
     assert_exit2(&bad, &[], &["allocated and zero"]);
 }
+
+/// Random byte corruptions of valid images (plain, compressed, extended L2) through the
+/// library: every open, map and read either succeeds or returns an error; none panics, none
+/// hangs.
+#[test]
+fn random_corruptions_never_panic() {
+    use imgcheck::image::{open_storage, MemStorage, OpenContext, Resolver};
+    use std::sync::Arc;
+    if skip_without_qemu() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let plain = small_image(d, false);
+    let compressed = small_image(d, true);
+    let ext = std::fs::read(qemu_io_image(
+        d,
+        "e.qcow2",
+        "cluster_size=16K,extended_l2=on",
+        "1M",
+        &["write -P 1 0 5k", "write -z 8k 20k", "write -P 2 100k 50k"],
+    ))
+    .unwrap();
+    let start = Instant::now();
+    let mut rng = Rng::new(99);
+    let (mut opened, mut failed) = (0, 0);
+    for (name, good) in [
+        ("plain", &plain),
+        ("compressed", &compressed),
+        ("ext", &ext),
+    ] {
+        for _ in 0..150 {
+            let mut b = good.clone();
+            // Corrupt the metadata area more often than the data.
+            let span = if rng.next() % 2 == 0 {
+                4096
+            } else {
+                b.len() as u64
+            };
+            for _ in 0..1 + rng.next() % 8 {
+                let at = (rng.next() % span.min(b.len() as u64)) as usize;
+                b[at] = rng.next() as u8;
+            }
+            let ctx = OpenContext::new(OpenOptions::default(), Resolver::none());
+            let s = Arc::new(MemStorage::new(format!("{name}-fuzz.qcow2"), b));
+            let dev = match open_storage(s, &ctx) {
+                Ok(d) => d,
+                Err(e) => {
+                    assert!(e.to_string().contains("fuzz.qcow2"), "{e}");
+                    failed += 1;
+                    continue;
+                }
+            };
+            opened += 1;
+            let size = dev.size().min(8 * MIB);
+            let _ = dev.map(0, size);
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut off = 0;
+            while off < size {
+                let n = (buf.len() as u64).min(size - off) as usize;
+                if let Err(e) = dev.read_at(&mut buf[..n], off) {
+                    assert!(e.to_string().contains("fuzz.qcow2"), "{e}");
+                    break;
+                }
+                off += n as u64;
+            }
+        }
+    }
+    assert!(opened > 0 && failed > 0, "opened {opened}, failed {failed}");
+    assert!(start.elapsed() < Duration::from_secs(60));
+}
