@@ -232,6 +232,17 @@ fn extended_l2_every_cluster_size() {
     );
 }
 
+#[test]
+fn every_power_of_two_cluster_size() {
+    if skip_without_qemu() {
+        return;
+    }
+    for bits in 9..=21u32 {
+        let opts = format!("compat=1.1,cluster_size={}", 1u64 << bits);
+        convert_case(&opts, bits % 2 == 1, 2 * MIB + 4097, 17 + bits as u64);
+    }
+}
+
 /// Images written through qemu-io: zero clusters (plain and on allocated clusters),
 /// subcluster writes, discards, partial-cluster data at unaligned places.
 fn qemu_io_image(dir: &Path, name: &str, opts: &str, size: &str, cmds: &[&str]) -> PathBuf {
