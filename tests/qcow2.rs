@@ -1048,3 +1048,50 @@ fn random_corruptions_never_panic() {
     assert!(opened > 0 && failed > 0, "opened {opened}, failed {failed}");
     assert!(start.elapsed() < Duration::from_secs(60));
 }
+
+#[test]
+fn internal_snapshot_reads_the_active_state_and_warns() {
+    if skip_without_qemu() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = qemu_io_image(
+        dir.path(),
+        "snap.qcow2",
+        "cluster_size=4K",
+        "1M",
+        &["write -P 1 0 512k"],
+    );
+    qemu_img(&["snapshot", "-c", "before", &p(&img)]);
+    run(
+        "qemu-io",
+        &[
+            "-c",
+            "write -P 2 1000 100k",
+            "-c",
+            "write -z 300k 8k",
+            &p(&img),
+        ],
+    );
+    assert_agrees_with_qemu(&img, dir.path(), &[], "snapshot");
+    let w = imgcheck_info(&img)["warnings"].to_string();
+    assert!(w.contains("snapshot"), "{w}");
+}
+
+#[test]
+fn preallocated_images_match_qemu() {
+    if skip_without_qemu() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for pre in ["metadata", "falloc", "full"] {
+        let img = qemu_io_image(
+            dir.path(),
+            &format!("pre-{pre}.qcow2"),
+            &format!("preallocation={pre},cluster_size=16K"),
+            "2M",
+            &["write -P 9 100k 10k", "write -z 1M 64k"],
+        );
+        assert_agrees_with_qemu(&img, dir.path(), &[], pre);
+    }
+}
