@@ -378,6 +378,32 @@ fn concurrent_small_and_large_reads() {
                 });
             }
         });
+        // A map of any window is the whole map clipped to it.
+        let full = merge(
+            dev.map(0, dev.size())
+                .unwrap()
+                .iter()
+                .map(|e| (e.offset, e.offset + e.length, e.kind)),
+        );
+        let mut rng = Rng::new(77);
+        for _ in 0..200 {
+            let off = rng.next() % dev.size();
+            let len = 1 + rng.next() % (dev.size() / 3);
+            let end = (off + len).min(dev.size());
+            let got = merge(
+                dev.map(off, len)
+                    .unwrap()
+                    .iter()
+                    .map(|e| (e.offset, e.offset + e.length, e.kind)),
+            );
+            let want = merge(
+                full.iter()
+                    .filter(|r| r.1 > off && r.0 < end)
+                    .map(|r| (r.0.max(off), r.1.min(end), r.2)),
+            );
+            assert_eq!(got, want, "{name}: map({off}, {len})");
+        }
+        assert!(dev.map(dev.size(), 10).unwrap().is_empty());
         // Past the end is an error, not a short read.
         let mut b = [0u8; 2];
         assert!(dev.read_at(&mut b, dev.size() - 1).is_err());
