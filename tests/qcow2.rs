@@ -685,6 +685,11 @@ fn encrypted_image_is_refused() {
         "1M",
     ]);
     assert_exit2(&img, &[], &["encrypted", "LUKS"]);
+    // Legacy AES (qemu no longer creates it): patch crypt_method of a plain image.
+    let mut b = small_image(dir.path(), false);
+    put32(&mut b, 32, 1);
+    let aes = write_case(dir.path(), "aes.qcow2", &b);
+    assert_exit2(&aes, &[], &["encrypted", "AES"]);
 }
 
 #[test]
