@@ -680,7 +680,7 @@ fn encrypted_image_is_refused() {
         "-f",
         "qcow2",
         "-o",
-        "encrypt.format=luks,encrypt.key-secret=s",
+        "encrypt.format=luks,encrypt.key-secret=s,encrypt.iter-time=10",
         &p(&img),
         "1M",
     ]);
