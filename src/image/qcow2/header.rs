@@ -305,8 +305,10 @@ impl Header {
                 name,
                 format!(
                     "qcow2 image is encrypted ({method}, crypt_method {}); imgcheck does not read \
-                     encrypted images — decrypt it first with `qemu-img convert --object \
-                     secret,... --image-opts ... -O qcow2`",
+                     encrypted images — decrypt it first, e.g. `qemu-img convert --object \
+                     secret,id=k,data=PASSPHRASE --image-opts \
+                     driver=qcow2,file.filename={name},encrypt.key-secret=k -O qcow2 \
+                     plain.qcow2`",
                     self.crypt_method
                 ),
             ));
