@@ -490,6 +490,10 @@ impl VhdImage {
             let stop = (block_start + bs).min(end);
             if sp.bat[b] == UNALLOCATED {
                 add(&mut out, &mut absent, pos, stop, false)?;
+            } else if u64::from(sp.bat[b]) * 512 + sp.bitmap_size > self.storage.len() {
+                // The bitmap is past the end of the file (open warned): map the block as the
+                // BAT claims it, and let a read of it fail, naming the block.
+                add(&mut out, &mut absent, pos, stop, true)?;
             } else {
                 match self.bitmap(sp, b)? {
                     Bitmap::Full => add(&mut out, &mut absent, pos, stop, true)?,
@@ -632,7 +636,16 @@ fn open_sparse(
             ));
         }
         let path = parent::resolve(name, &info, ctx)?;
-        let p = parent::open_parent(name, storage.path(), &path, &hdr.parent_uuid, ctx)?;
+        let p = parent::open_parent(name, storage.path(), &path, &hdr.parent_uuid, ctx).map_err(
+            |e| {
+                // Name the file the user gave once, at the top of the chain.
+                if ctx.depth == 0 {
+                    parent::in_chain(name, e)
+                } else {
+                    e
+                }
+            },
+        )?;
         if p.dev.size() != size {
             warnings.push(format!(
                 "the parent {} is {} bytes but this differencing disk is {size} bytes",

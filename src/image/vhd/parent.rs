@@ -209,6 +209,28 @@ pub fn resolve(name: &str, info: &ParentInfo, ctx: &OpenContext) -> Result<std::
     ))
 }
 
+/// An error met while opening the parent chain of `name`, named after `name` too: the user
+/// gave `name`, and may not know the files behind it. Errors that already name `name` pass.
+pub fn in_chain(name: &str, e: Error) -> Error {
+    let (path, kind) = match &e {
+        Error::Io { path, .. } | Error::Corrupt { path, .. } | Error::OutOfRange { path, .. } => {
+            (path.clone(), 0)
+        }
+        Error::Unsupported { path, .. } => (path.clone(), 1),
+        Error::Refused { path, .. } => (path.clone(), 2),
+        Error::Other(_) => (String::new(), 0),
+    };
+    if path == name {
+        return e;
+    }
+    let msg = format!("while opening its parent chain: {e}");
+    match kind {
+        1 => Error::unsupported(name, msg),
+        2 => Error::refused(name, msg),
+        _ => Error::corrupt(name, msg),
+    }
+}
+
 /// The opened parent of a differencing VHD.
 pub struct Parent {
     pub dev: Arc<dyn BlockDevice>,
