@@ -346,6 +346,8 @@ struct Diff<'a> {
     parent_name: &'a str,
     w2ru: Option<&'a str>,
     w2ku: Option<&'a str>,
+    /// A MacX locator: a UTF-8 file URL.
+    macx: Option<&'a str>,
     /// (block, sectors present, data seed)
     blocks: Vec<(usize, Vec<std::ops::Range<usize>>, u64)>,
 }
@@ -376,6 +378,9 @@ fn write_diff(path: &Path, d: &Diff) -> Vec<(usize, Vec<u8>)> {
             b"W2ku",
             p.encode_utf16().flat_map(|u| u.to_le_bytes()).collect(),
         ));
+    }
+    if let Some(p) = d.macx {
+        locs.push((b"MacX", p.as_bytes().to_vec()));
     }
     let mut hdr = vec![0u8; 1024];
     hdr[..8].copy_from_slice(b"cxsparse");
@@ -465,6 +470,7 @@ fn differencing_folds_the_parent_in() {
             parent_name: "C:\\VMs\\gone\\parent.vhd",
             w2ru: Some(".\\parent.vhd"),
             w2ku: Some("C:\\VMs\\gone\\parent.vhd"),
+            macx: None,
             blocks: vec![
                 (0, vec![0..10, 100..300, 4000..4096], 1),
                 (2, vec![0..4096], 2),
@@ -542,6 +548,7 @@ fn differencing_is_refused_without_allow_backing_naming_the_parent() {
             parent_name: "base-disk.vhd",
             w2ru: Some(".\\base-disk.vhd"),
             w2ku: None,
+            macx: None,
             blocks: vec![(1, vec![5..6], 3)],
         },
     );
@@ -563,6 +570,7 @@ fn differencing_is_refused_without_allow_backing_naming_the_parent() {
             parent_name: "base-disk.vhd",
             w2ru: None,
             w2ku: None,
+            macx: None,
             blocks: vec![],
         },
     );
@@ -587,6 +595,7 @@ fn differencing_is_refused_without_allow_backing_naming_the_parent() {
             parent_name: "missing.vhd",
             w2ru: Some(".\\missing.vhd"),
             w2ku: None,
+            macx: None,
             blocks: vec![],
         },
     );
@@ -620,6 +629,7 @@ fn differencing_parent_outside_the_directory_is_refused() {
             parent_name: "marker.vhd",
             w2ru: Some("..\\sibling\\marker.vhd"),
             w2ku: None,
+            macx: None,
             blocks: vec![],
         },
     );
@@ -645,6 +655,7 @@ fn differencing_parent_outside_the_directory_is_refused() {
             parent_name: "",
             w2ru: Some(&target),
             w2ku: None,
+            macx: None,
             blocks: vec![],
         },
     );
@@ -673,6 +684,7 @@ fn differencing_loops_are_bounded() {
                 parent_name: parent,
                 w2ru: Some(parent),
                 w2ku: None,
+                macx: None,
                 blocks: vec![(0, vec![0..1], 5)],
             },
         );
@@ -854,4 +866,67 @@ fn fixed_disk_damage_and_old_511_byte_footers() {
         patch_footers(b, |f| put32(f, 60, 3))
     });
     assert_fails(&["info"], &p, &["offset 0 is missing"]);
+}
+
+#[test]
+fn differencing_parent_found_through_macx_and_despite_a_damaged_locator() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let size = 3 * MIB;
+    let parent = parent_vhd(dir.path(), "my parent.vhd", size);
+    let want = qemu_guest_bytes(&parent, Some("vpc"), dir.path());
+    let canon = parent.canonicalize().unwrap();
+    let url = format!("file://localhost{}", s(&canon).replace(' ', "%20"));
+    let child = dir.path().join("mac.vhd");
+    write_diff(
+        &child,
+        &Diff {
+            size,
+            parent_uuid: uuid_of(&parent),
+            uuid: [5; 16],
+            parent_name: "",
+            w2ru: None,
+            w2ku: None,
+            macx: Some(&url),
+            blocks: vec![],
+        },
+    );
+    let ours = imgcheck_guest_bytes(&child, dir.path(), &["--allow-backing"]);
+    assert_same_guest(&ours, &want, "MacX parent");
+
+    // A W2ru locator whose data lies past the end of the file, then a good W2ku one.
+    let child = dir.path().join("damaged-locator.vhd");
+    write_diff(
+        &child,
+        &Diff {
+            size,
+            parent_uuid: uuid_of(&parent),
+            uuid: [6; 16],
+            parent_name: "my parent.vhd",
+            w2ru: Some(".\\nothere.vhd"),
+            w2ku: Some("D:\\disks\\my parent.vhd"),
+            macx: None,
+            blocks: vec![],
+        },
+    );
+    let mut b = std::fs::read(&child).unwrap();
+    patch_header(&mut b, |h| put64(h, 576 + 16, 1 << 40));
+    std::fs::write(&child, &b).unwrap();
+    let ours = imgcheck_guest_bytes(&child, dir.path(), &["--allow-backing"]);
+    assert_same_guest(&ours, &want, "damaged locator");
+    // When nothing is found, the damaged locator is part of the message.
+    let lost = dir.path().join("lost.vhd");
+    b = std::fs::read(&child).unwrap();
+    patch_header(&mut b, |h| {
+        h[64..576].fill(0);
+        h[600..604].copy_from_slice(b"Mac ");
+    });
+    std::fs::write(&lost, &b).unwrap();
+    assert_fails(
+        &["info", "--allow-backing"],
+        &lost,
+        &["names no parent", "parent locator 0 (W2ru)", "past the end"],
+    );
 }

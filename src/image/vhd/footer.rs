@@ -217,6 +217,8 @@ pub fn uuid_text(u: &[u8; 16]) -> String {
 /// One parent locator entry of the dynamic disk header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Locator {
+    /// Index of the entry in the header (0-7).
+    pub slot: usize,
     /// Platform code ("W2ku", "W2ru", "MacX", ...).
     pub platform: [u8; 4],
     pub data_length: u32,
@@ -276,6 +278,7 @@ impl DynHeader {
                 continue;
             }
             locators.push(Locator {
+                slot: i,
                 platform,
                 data_length: be32(l, 8),
                 data_offset: be64(l, 16),

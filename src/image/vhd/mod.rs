@@ -635,7 +635,7 @@ fn open_sparse(
                 ),
             ));
         }
-        let path = parent::resolve(name, &info, ctx)?;
+        let path = parent::resolve(name, storage.path(), &info, ctx)?;
         let p = parent::open_parent(name, storage.path(), &path, &hdr.parent_uuid, ctx).map_err(
             |e| {
                 // Name the file the user gave once, at the top of the chain.

@@ -1,7 +1,7 @@
 //! Differencing VHDs: finding the parent named by the dynamic disk header (parent unicode name
 //! and parent locators) inside the image's directory, opening it, and checking its identity.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::footer::{decode_utf16, uuid_text, DynHeader, Locator};
@@ -28,6 +28,8 @@ pub struct ParentRef {
 pub struct ParentInfo {
     pub name: String,
     pub refs: Vec<ParentRef>,
+    /// Locators that could not be read.
+    pub problems: Vec<String>,
 }
 
 impl ParentInfo {
@@ -55,6 +57,7 @@ impl ParentInfo {
 pub fn parent_info(storage: &dyn Storage, hdr: &DynHeader) -> Result<ParentInfo> {
     let name = hdr.parent_name_text();
     let mut refs: Vec<ParentRef> = Vec::new();
+    let mut problems = Vec::new();
     // Relative locators first: they survive copying a chain to another directory or machine.
     let mut locs: Vec<&Locator> = hdr.locators.iter().collect();
     locs.sort_by_key(|l| match &l.platform {
@@ -65,10 +68,17 @@ pub fn parent_info(storage: &dyn Storage, hdr: &DynHeader) -> Result<ParentInfo>
         b"MacX" => 4,
         _ => 5,
     });
-    for (i, l) in locs.into_iter().enumerate() {
+    for l in locs {
         let platform = l.platform_text();
         let text = match &l.platform {
-            b"W2ku" | b"W2ru" | b"Wi2r" | b"Wi2k" | b"MacX" => read_locator(storage, l, i)?,
+            b"W2ku" | b"W2ru" | b"Wi2r" | b"Wi2k" | b"MacX" => match read_locator(storage, l) {
+                Ok(t) => t,
+                Err(e) => {
+                    // A damaged locator is reported, and the others are still tried.
+                    problems.push(e.to_string());
+                    continue;
+                }
+            },
             // "Mac " holds a Mac OS alias record, which names no path usable here.
             _ => continue,
         };
@@ -84,12 +94,16 @@ pub fn parent_info(storage: &dyn Storage, hdr: &DynHeader) -> Result<ParentInfo>
     if !name.is_empty() {
         refs.push(make_ref("parent name".into(), name.clone()));
     }
-    Ok(ParentInfo { name, refs })
+    Ok(ParentInfo {
+        name,
+        refs,
+        problems,
+    })
 }
 
 /// Read and decode one locator's payload.
-fn read_locator(storage: &dyn Storage, l: &Locator, index: usize) -> Result<String> {
-    let what = format!("parent locator {} ({})", index, l.platform_text());
+fn read_locator(storage: &dyn Storage, l: &Locator) -> Result<String> {
+    let what = format!("parent locator {} ({})", l.slot, l.platform_text());
     let data = read_vec(
         storage,
         l.data_offset,
@@ -168,14 +182,15 @@ fn make_ref(source: String, written: String) -> ParentRef {
 
 /// Find the parent file inside the image's directory. A reference that resolves outside the
 /// directory is refused; the next one is tried, and if none works the refusal is the error.
-pub fn resolve(name: &str, info: &ParentInfo, ctx: &OpenContext) -> Result<std::path::PathBuf> {
-    if info.refs.is_empty() {
-        return Err(Error::corrupt(
-            name,
-            "differencing VHD names no parent: its parent name and parent locators are all empty",
-        ));
-    }
+pub fn resolve(
+    name: &str,
+    own_path: Option<&Path>,
+    info: &ParentInfo,
+    ctx: &OpenContext,
+) -> Result<PathBuf> {
+    let own = own_path.and_then(|p| p.canonicalize().ok());
     let mut refused: Option<Error> = None;
+    let mut is_self = false;
     let mut tried: Vec<String> = Vec::new();
     for r in &info.refs {
         for l in &r.lookup {
@@ -184,7 +199,9 @@ pub fn resolve(name: &str, info: &ParentInfo, ctx: &OpenContext) -> Result<std::
             }
             tried.push(l.clone());
             match ctx.resolver.resolve(name, "parent", l) {
-                Ok(p) => return Ok(p),
+                Ok(p) if own.as_deref() == Some(p.as_path()) => is_self = true,
+                Ok(p) if p.is_file() => return Ok(p),
+                Ok(_) => {} // a directory or device: not a parent image
                 Err(e @ Error::Refused { .. }) => {
                     refused.get_or_insert(e);
                 }
@@ -195,8 +212,16 @@ pub fn resolve(name: &str, info: &ParentInfo, ctx: &OpenContext) -> Result<std::
     if let Some(e) = refused {
         return Err(e);
     }
-    Err(Error::corrupt(
-        name,
+    if is_self {
+        return Err(Error::corrupt(
+            name,
+            "differencing VHD names itself as its parent",
+        ));
+    }
+    let mut msg = if info.refs.is_empty() {
+        "differencing VHD names no parent: its parent name and parent locators are empty"
+            .to_string()
+    } else {
         format!(
             "the {} of this differencing VHD was not found in the image's directory (tried {})",
             info.describe(),
@@ -205,8 +230,12 @@ pub fn resolve(name: &str, info: &ParentInfo, ctx: &OpenContext) -> Result<std::
                 .map(|t| format!("\"{t}\""))
                 .collect::<Vec<_>>()
                 .join(", ")
-        ),
-    ))
+        )
+    };
+    for p in &info.problems {
+        msg.push_str(&format!("; {p}"));
+    }
+    Err(Error::corrupt(name, msg))
 }
 
 /// An error met while opening the parent chain of `name`, named after `name` too: the user
