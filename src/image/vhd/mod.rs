@@ -43,7 +43,10 @@
 //!   (and Hyper-V) is followed.
 //! - A BAT entry that points past the end of the file makes `open` warn and a read of that block
 //!   fail, naming the block (qemu refuses to open such a file).
-//! - A parent whose UUID differs from the one the child records is refused.
+//! - A parent whose UUID differs from the one the child records is refused. The parent time
+//!   stamp is not compared: writers disagree on what it records.
+//! - Where qemu cannot serve as the oracle: it does not find a 511-byte footer, and it opens a
+//!   differencing VHD as a dynamic one without its parent. imgcheck reads both as specified.
 //!
 //! # Performance
 //! The BAT is loaded at open (only the entries the virtual size needs, bounded by the file size
@@ -114,9 +117,14 @@ pub(crate) fn locate_footer(s: &dyn Storage) -> Result<(Footer, Vec<String>)> {
                 Some(DiskType::Dynamic | DiskType::Differencing) => {
                     let mut warnings = Vec::new();
                     match &tail {
+                        Err(FooterProblem::NoCookie) => warnings.push(
+                            "the VHD footer at the end of the file is missing (no \"conectix\" \
+                             cookie): the file may be truncated; using the copy at offset 0"
+                                .to_string(),
+                        ),
                         Err(p) => warnings.push(format!(
-                            "the VHD footer at the end of the file is damaged ({p}); the file \
-                             may be truncated; using the copy at offset 0"
+                            "the VHD footer at the end of the file is damaged ({p}); using the \
+                             copy at offset 0"
                         )),
                         Ok(t) if t.raw[..] != f.raw[..t.raw.len()] => warnings.push(
                             "the VHD footer at the end of the file differs from the copy at \
