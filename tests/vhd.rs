@@ -930,3 +930,56 @@ fn differencing_parent_found_through_macx_and_despite_a_damaged_locator() {
         &["names no parent", "parent locator 0 (W2ru)", "past the end"],
     );
 }
+
+/// Counts the reads made of a file.
+struct Counting {
+    inner: image::FileStorage,
+    reads: std::sync::atomic::AtomicU64,
+}
+
+impl image::Storage for Counting {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.read_at(buf, offset)
+    }
+}
+
+#[test]
+fn a_large_read_costs_one_pread_per_block() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = qemu_vhd(dir.path(), "r.vhd", 9 * MIB, "subformat=dynamic", 61);
+    let want = qemu_guest_bytes(&img, Some("vpc"), dir.path());
+    let st = std::sync::Arc::new(Counting {
+        inner: image::FileStorage::open(&img).unwrap(),
+        reads: Default::default(),
+    });
+    let ctx = image::OpenContext::new(OpenOptions::default(), image::Resolver::none());
+    let dev = image::vhd::open(st.clone(), &ctx).unwrap();
+    let blocks = dev.size().div_ceil(2 * MIB);
+    let allocated = dev
+        .map(0, dev.size())
+        .unwrap()
+        .iter()
+        .filter(|e| e.kind == ExtentKind::Data)
+        .map(|e| e.length)
+        .sum::<u64>()
+        .div_ceil(2 * MIB);
+    assert!(allocated >= 3, "the pattern allocates most blocks");
+    let mut buf = vec![0u8; dev.size() as usize];
+    let before = st.reads.load(std::sync::atomic::Ordering::Relaxed);
+    dev.read_at(&mut buf, 0).unwrap();
+    let used = st.reads.load(std::sync::atomic::Ordering::Relaxed) - before;
+    assert_same_guest(&buf, &want, "whole-disk read");
+    // The map already summarised every bitmap: one pread per allocated block, none for holes.
+    assert_eq!(used, allocated, "{blocks} blocks, {allocated} allocated");
+}
