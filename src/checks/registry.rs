@@ -9,7 +9,7 @@ use super::{
     CheckResult, ID_BOOT_FIRMWARE, ID_CLOUDBASE_INIT, ID_CONFLICTS, ID_DRIVERS_VIRTIO,
     ID_SYSTEM_STATE,
 };
-use crate::disk::PartitionTable;
+use crate::disk::{PartitionTable, TableKind};
 use crate::fs::{self, FsKind, Volume};
 use crate::windows::analysis::{self, Conflict, OsInfo, VirtioState, VirtioStatus};
 use crate::windows::bcd::{self, BcdInfo, Firmware};
@@ -209,6 +209,18 @@ pub fn boot_firmware(insp: &Inspection, facts: Option<&WindowsFacts>) -> CheckRe
              winload.exe (BIOS), not winload.efi",
         )
         .with_evidence(info.evidence.clone()),
+        Firmware::Bios if matches!(table.kind, TableKind::Gpt | TableKind::HybridMbr) => {
+            CheckResult::fail(
+                id,
+                format!(
+                    "the BCD names a BIOS loader ({}, {where_}) but the disk is GPT, and Windows \
+                     boots from a GPT disk only by UEFI: the disk cannot boot as exported",
+                    info.loader_path.as_deref().unwrap_or("winload.exe")
+                ),
+                efi_hint,
+            )
+            .with_evidence(info.evidence.clone())
+        }
         Firmware::Bios => {
             let active = table
                 .data_partitions()
