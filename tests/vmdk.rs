@@ -349,7 +349,7 @@ fn write_vmware_stream(raw: &[u8], out: &Path, mangle: impl Fn(&mut Vec<u8>, &[u
     f.resize(128 * 512, 0);
     let mut gte = vec![0u32; gts * 512];
     let mut grain_offsets = Vec::new();
-    for g in 0..grains {
+    for (g, entry) in gte.iter_mut().enumerate().take(grains) {
         let start = g * GRAIN;
         let end = (start + GRAIN).min(raw.len());
         let mut chunk = raw[start..end].to_vec();
@@ -361,7 +361,7 @@ fn write_vmware_stream(raw: &[u8], out: &Path, mangle: impl Fn(&mut Vec<u8>, &[u
         enc.write_all(&chunk).unwrap();
         let z = enc.finish().unwrap();
         let sector = f.len() as u64 / 512;
-        gte[g] = sector as u32;
+        *entry = sector as u32;
         grain_offsets.push(f.len() as u64);
         f.extend_from_slice(&((g * 128) as u64).to_le_bytes());
         f.extend_from_slice(&(z.len() as u32).to_le_bytes());
