@@ -711,3 +711,38 @@ fn hostile_descriptors_are_refused() {
     std::fs::write(&p, t).unwrap();
     info_fails(&p, &["limit"]);
 }
+
+#[test]
+fn concurrent_unaligned_reads_match_qemu() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["streamOptimized", "monolithicSparse", "twoGbMaxExtentFlat"] {
+        let img = qemu_vmdk(dir.path(), sub, &format!("subformat={sub}"), ODD, 81);
+        let want = qemu_guest_bytes(&img, Some("vmdk"), dir.path());
+        let dev = image::open(&img, &OpenOptions::default()).unwrap();
+        assert_eq!(dev.size(), want.len() as u64);
+        std::thread::scope(|sc| {
+            for t in 0..4u64 {
+                let dev = dev.clone();
+                let want = &want;
+                sc.spawn(move || {
+                    let mut rng = Rng::new(1000 + t);
+                    let size = dev.size();
+                    for _ in 0..300 {
+                        let off = rng.next() % size;
+                        let len = (1 + rng.next() % 200_000).min(size - off);
+                        let mut buf = vec![0xeeu8; len as usize];
+                        dev.read_at(&mut buf, off).unwrap();
+                        let w = &want[off as usize..(off + len) as usize];
+                        assert!(buf == w, "{sub}: read of {len} at {off} differs");
+                    }
+                    // past the end is an error, not a short read
+                    let mut b = [0u8; 2];
+                    assert!(dev.read_at(&mut b, size - 1).is_err());
+                });
+            }
+        });
+    }
+}

@@ -19,6 +19,7 @@
 //!   of a disk, written short by some tools) reads as zeros past its end; qemu refuses to read
 //!   that part instead.
 
+use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
 
 use flate2::{Decompress, FlushDecompress, Status};
@@ -50,8 +51,10 @@ pub const MAX_GTES_PER_GT: u64 = 4096;
 pub const MAX_GD_ENTRIES: u64 = 32 << 20;
 /// Memory for cached grain tables per extent.
 const GT_CACHE_BYTES: u64 = 16 << 20;
-/// Inflated grains kept for reads that take part of a grain.
-const GRAIN_CACHE_SLOTS: usize = 32;
+/// Inflated grains kept for reads that take part of a grain: at most this many ...
+const GRAIN_CACHE_SLOTS: u64 = 32;
+/// ... and at most this much memory.
+const GRAIN_CACHE_BYTES: u64 = 32 << 20;
 
 /// The sparse extent header (the first sector, or the footer's copy).
 #[derive(Debug, Clone, Copy)]
@@ -296,7 +299,11 @@ impl SparseExtent {
             .clamp(1, 4096)
             .min(gd_entries.max(1)) as usize;
         let gt_cache = (0..slots).map(|_| Mutex::new(None)).collect();
-        let grain_slots = if compressed { GRAIN_CACHE_SLOTS } else { 0 };
+        let grain_slots = if compressed {
+            (GRAIN_CACHE_BYTES / grain_bytes).clamp(1, GRAIN_CACHE_SLOTS) as usize
+        } else {
+            0
+        };
         let grain_cache = (0..grain_slots).map(|_| Mutex::new(None)).collect();
         Ok(SparseExtent {
             storage,
@@ -505,24 +512,47 @@ impl SparseExtent {
     /// Inflate compressed grain `gi` (GTE `entry`) into `out` (one grain long); returns the
     /// inflated length.
     fn inflate_grain(&self, gi: u64, entry: u32, out: &mut [u8]) -> Result<usize> {
+        INFLATE_BUF.with(|cell| {
+            let mut input = cell.borrow_mut();
+            self.inflate_grain_with(gi, entry, out, &mut input)
+        })
+    }
+
+    fn inflate_grain_with(
+        &self,
+        gi: u64,
+        entry: u32,
+        out: &mut [u8],
+        input: &mut Vec<u8>,
+    ) -> Result<usize> {
         let s = self.storage.as_ref();
         let off = entry as u64 * SECTOR;
         let cap = 2 * self.grain_bytes + 4096;
-        let (data_off, size) = if self.markers {
-            let mut m = [0u8; 12];
-            if off + 12 > s.len() {
-                return Err(corrupt(
-                    s,
-                    format!(
-                        "grain {gi}: grain marker at file offset {off} lies past the end of the \
-                         {}-byte file",
-                        s.len()
-                    ),
-                ));
-            }
-            read_exact_at(s, &mut m, off)?;
-            let lba = le64(&m, 0);
-            let size = le32(&m, 8) as u64;
+        let avail = s.len().saturating_sub(off);
+        let past_end = || {
+            corrupt(
+                s,
+                format!(
+                    "grain {gi} lies at file offset {off}, past the end of the {}-byte file",
+                    s.len()
+                ),
+            )
+        };
+        // One read for the marker and (usually) all of the compressed data.
+        let first = if self.markers {
+            (12 + self.grain_bytes + 512).min(avail)
+        } else {
+            cap.min(avail)
+        };
+        if first < if self.markers { 12 } else { 1 } {
+            return Err(past_end());
+        }
+        input.clear();
+        input.resize(first as usize, 0);
+        read_exact_at(s, input, off)?;
+        let (start, size) = if self.markers {
+            let lba = le64(input, 0);
+            let size = le32(input, 8) as u64;
             if size == 0 {
                 return Err(corrupt(
                     s,
@@ -552,38 +582,39 @@ impl SparseExtent {
                     ),
                 ));
             }
-            (off + 12, size)
-        } else {
-            if off >= s.len() {
-                return Err(corrupt(
-                    s,
-                    format!(
-                        "grain {gi} lies at file offset {off}, past the end of the {}-byte file",
-                        s.len()
-                    ),
-                ));
+            if 12 + size > first {
+                // Larger than the first read (incompressible data): read the rest.
+                let more = read_vec(s, off + 12, size, cap, &format!("compressed grain {gi}"))?;
+                input.clear();
+                input.extend_from_slice(&more);
+                (0usize, size as usize)
+            } else {
+                (12usize, size as usize)
             }
-            (off, cap.min(s.len() - off))
+        } else {
+            (0usize, first as usize)
         };
-        let input = read_vec(s, data_off, size, cap, &format!("compressed grain {gi}"))?;
-        let mut d = Decompress::new(true);
+        let data = &input[start..start + size];
         let bad = |why: String| corrupt(s, format!("grain {gi} (file offset {off}): {why}"));
-        let status = d
-            .decompress(&input, out, FlushDecompress::Finish)
-            .map_err(|e| bad(format!("corrupt deflate stream: {e}")))?;
-        let n = d.total_out() as usize;
-        if status != Status::StreamEnd {
-            if n == out.len() {
+        INFLATER.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            let d = slot.get_or_insert_with(|| Decompress::new(true));
+            d.reset(true);
+            let status = d
+                .decompress(data, out, FlushDecompress::Finish)
+                .map_err(|e| bad(format!("corrupt deflate stream: {e}")))?;
+            let n = d.total_out() as usize;
+            if status != Status::StreamEnd {
+                if n < out.len() {
+                    return Err(bad("deflate stream is truncated".into()));
+                }
+                // Output is full: the stream must end here, with no more data.
                 let mut extra = [0u8; 1];
-                let before = d.total_out();
+                let used = d.total_in() as usize;
                 let st = d
-                    .decompress(
-                        &input[d.total_in() as usize..],
-                        &mut extra,
-                        FlushDecompress::Finish,
-                    )
+                    .decompress(&data[used..], &mut extra, FlushDecompress::Finish)
                     .map_err(|e| bad(format!("corrupt deflate stream: {e}")))?;
-                if d.total_out() > before {
+                if d.total_out() as usize > n {
                     return Err(bad(format!(
                         "inflates to more than one grain ({} bytes)",
                         self.grain_bytes
@@ -592,12 +623,17 @@ impl SparseExtent {
                 if st != Status::StreamEnd {
                     return Err(bad("deflate stream is truncated".into()));
                 }
-            } else {
-                return Err(bad("deflate stream is truncated".into()));
             }
-        }
-        Ok(n)
+            Ok(n)
+        })
     }
+}
+
+thread_local! {
+    /// Per-thread inflater, reset for each grain (saves its allocation per grain).
+    static INFLATER: RefCell<Option<Decompress>> = const { RefCell::new(None) };
+    /// Per-thread buffer for compressed grain data.
+    static INFLATE_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Read and check the footer of a streamOptimized extent: footer marker, header copy and
