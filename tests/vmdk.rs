@@ -704,6 +704,11 @@ fn hostile_descriptors_are_refused() {
         &["info", "--allow-backing", &s(&p)],
         &["outside the image's directory"],
     );
+    // a FIFO inside the directory must not hang the open
+    let fifo = dir.join("fifo-flat.vmdk");
+    run("mkfifo", &[&s(&fifo)]);
+    let p = desc("fifo.vmdk", &["RW 8 FLAT \"fifo-flat.vmdk\" 0".into()]);
+    info_fails(&p, &["fifo-flat.vmdk", "not a regular file"]);
     // a huge "descriptor"
     let p = dir.join("huge.vmdk");
     let mut t = descriptor_text("monolithicFlat", "1", None, &[]).into_bytes();
@@ -745,4 +750,97 @@ fn concurrent_unaligned_reads_match_qemu() {
             }
         });
     }
+}
+
+#[test]
+fn multi_extent_sparse_and_flat_descriptor_reads_like_qemu() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // Sparse extents (each also a monolithicSparse with its own descriptor) and a flat one.
+    let sizes = [
+        3 * 1024 * 1024,
+        2 * 1024 * 1024,
+        3 * 1024 * 1024 + 512,
+        1024 * 1024 + 1536,
+    ];
+    let imgs: Vec<PathBuf> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &sz)| {
+            qemu_vmdk(
+                dir.path(),
+                &format!("e{i}"),
+                "subformat=monolithicSparse",
+                sz,
+                91 + i as u64,
+            )
+        })
+        .collect();
+    let c = dir.path().join("c.bin");
+    make_pattern_raw(&c, 1024 * 1024 + 512, 99);
+    let views: Vec<Vec<u8>> = imgs
+        .iter()
+        .map(|p| qemu_guest_bytes(p, Some("vmdk"), dir.path()))
+        .collect();
+    let flat = std::fs::read(&c).unwrap();
+    let sparse_line = |i: usize| format!("RW {} SPARSE \"e{i}.vmdk\"", sizes[i] / 512);
+    let flat_line = format!("RW {} FLAT \"c.bin\" 0", flat.len() / 512);
+
+    // Grain-aligned extents, as VMware writes them: qemu is the oracle.
+    let desc = dir.path().join("multi.vmdk");
+    write_file(
+        &desc,
+        &descriptor_text(
+            "twoGbMaxExtentSparse",
+            "44444444",
+            None,
+            &[sparse_line(0), sparse_line(1), flat_line.clone()],
+        ),
+    );
+    assert_matches_qemu(&desc, dir.path(), "twoGbMaxExtentSparse");
+    let want = [views[0].clone(), views[1].clone(), flat.clone()].concat();
+    assert_same_guest(
+        &imgcheck_guest_bytes(&desc, dir.path(), &[]),
+        &want,
+        "concatenation",
+    );
+    // qemu calls all of a flat extent data (holes included); compare the sparse part.
+    let sparse_end = (sizes[0] + sizes[1]) as u64;
+    let clip = |v: Vec<(u64, u64)>| -> Vec<(u64, u64)> {
+        v.into_iter()
+            .filter(|r| r.0 < sparse_end)
+            .map(|(o, l)| (o, l.min(sparse_end - o)))
+            .collect()
+    };
+    assert_eq!(
+        clip(qemu_data_ranges(&desc)),
+        clip(our_ranges(&desc, ExtentKind::Data))
+    );
+
+    // Extents that end inside a grain: qemu reads the next extent's first bytes from the
+    // previous extent's file there, so the oracle is the concatenation of the extents.
+    let odd = dir.path().join("unaligned.vmdk");
+    write_file(
+        &odd,
+        &descriptor_text(
+            "twoGbMaxExtentSparse",
+            "55555555",
+            None,
+            &[sparse_line(2), sparse_line(3), flat_line],
+        ),
+    );
+    let want = [views[2].clone(), views[3].clone(), flat].concat();
+    assert_same_guest(
+        &imgcheck_guest_bytes(&odd, dir.path(), &[]),
+        &want,
+        "unaligned extents",
+    );
+    assert_eq!(imgcheck_info(&odd)["virtual_size"], want.len() as u64);
+
+    // A KDMV header with capacity 0 defers to its embedded descriptor, which here names the
+    // file itself as its sparse extent: refused, not followed in a loop.
+    patch(&imgs[0], H_CAPACITY, &0u64.to_le_bytes());
+    info_fails(&imgs[0], &["names the descriptor itself"]);
 }

@@ -250,7 +250,7 @@ fn from_descriptor(
                 let st = match opened.get(&path) {
                     Some(s) => s.clone(),
                     None => {
-                        let s: Arc<dyn Storage> = Arc::new(FileStorage::open(&path)?);
+                        let s = open_regular(&name, &what, &path)?;
                         actual_size = actual_size.saturating_add(s.allocated_size());
                         opened.insert(path.clone(), s.clone());
                         s
@@ -336,6 +336,22 @@ fn from_descriptor(
         },
         actual_size,
     })
+}
+
+/// Open a referenced file read-only, refusing anything but a regular file (a FIFO would block
+/// the open, a device is not an image file).
+fn open_regular(name: &str, what: &str, path: &std::path::Path) -> Result<Arc<dyn Storage>> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path.display(), e))?;
+    if !meta.is_file() {
+        return Err(Error::refused(
+            name,
+            format!(
+                "{what} {} is not a regular file (a directory, device, FIFO or socket)",
+                path.display()
+            ),
+        ));
+    }
+    Ok(Arc::new(FileStorage::open(path)?))
 }
 
 fn open_sparse_extent(
@@ -441,7 +457,7 @@ fn open_parent(
             format!("parentFileNameHint \"{hint}\" names this disk itself"),
         ));
     }
-    let pst: Arc<dyn Storage> = Arc::new(FileStorage::open(&path)?);
+    let pst = open_regular(name, "parent", &path)?;
     let parent_cid = read_cid(pst.as_ref());
     let dev = super::open_storage(pst, &ctx.child(name)?)?;
     if dev.format() == Format::Vmdk {
