@@ -807,7 +807,7 @@ fn multi_extent_sparse_and_flat_descriptor_reads_like_qemu() {
         "concatenation",
     );
     // qemu calls all of a flat extent data (holes included); compare the sparse part.
-    let sparse_end = (sizes[0] + sizes[1]) as u64;
+    let sparse_end = sizes[0] + sizes[1];
     let clip = |v: Vec<(u64, u64)>| -> Vec<(u64, u64)> {
         v.into_iter()
             .filter(|r| r.0 < sparse_end)
