@@ -676,6 +676,8 @@ fn hostile_descriptors_are_refused() {
         ],
     );
     info_fails(&p, &["2^64"]);
+    let p = desc("huge-zero.vmdk", &[format!("RW {} ZERO", 1u64 << 52)]);
+    info_fails(&p, &["virtual size", "1 PiB"]);
     let p = desc("short.vmdk", &["RW 100 FLAT \"data.bin\" 0".into()]);
     info_fails(&p, &["data.bin", "truncated"]);
     let p = desc("missing.vmdk", &["RW 100 FLAT \"nope.bin\" 0".into()]);

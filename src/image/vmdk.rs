@@ -125,6 +125,20 @@ pub fn open_image(storage: Arc<dyn Storage>, ctx: &OpenContext) -> Result<VmdkIm
     from_descriptor(storage, d, ctx)
 }
 
+/// Largest virtual disk accepted: 1 PiB (VMware's limit is 62 TiB). Bounds every walk over
+/// the disk's map.
+pub const MAX_VIRTUAL_SIZE: u64 = 1 << 50;
+
+fn too_big(name: &str, size: u64) -> Error {
+    Error::corrupt(
+        name,
+        format!(
+            "virtual size of {size} bytes is more than the {MAX_VIRTUAL_SIZE} bytes (1 PiB) \
+             imgcheck accepts"
+        ),
+    )
+}
+
 fn cowd_refusal(name: &str) -> Error {
     Error::unsupported(
         name,
@@ -143,7 +157,17 @@ fn from_sparse(
     let name = storage.name().to_string();
     let mut warnings = ext.warnings.clone();
     let size = ext.capacity_bytes();
-    let create_type = match &desc {
+    if size > MAX_VIRTUAL_SIZE {
+        return Err(too_big(&name, size));
+    }
+    // Like qemu, the content decides the type of a KDMV file; a descriptor that disagrees
+    // gets a warning.
+    let by_content = if ext.is_compressed() {
+        "streamOptimized"
+    } else {
+        "monolithicSparse"
+    };
+    match &desc {
         Some(d) => {
             warnings.extend(d.warnings.iter().map(|w| format!("{name}: {w}")));
             if let Some(total) = d.total_bytes() {
@@ -154,23 +178,19 @@ fn from_sparse(
                     ));
                 }
             }
-            d.create_type.clone()
+            if let Some(ct) = d.create_type.as_deref().filter(|c| *c != by_content) {
+                warnings.push(format!(
+                    "{name}: the embedded descriptor says createType \"{ct}\" but the file is a \
+                     {by_content} extent"
+                ));
+            }
         }
-        None => {
-            warnings.push(format!(
-                "{name}: sparse extent without an embedded descriptor (one extent of a \
-                 larger disk?)"
-            ));
-            None
-        }
+        None => warnings.push(format!(
+            "{name}: sparse extent without an embedded descriptor (one extent of a larger \
+             disk?)"
+        )),
     }
-    .or_else(|| {
-        Some(if ext.is_compressed() {
-            "streamOptimized".to_string()
-        } else {
-            "monolithicSparse".to_string()
-        })
-    });
+    let create_type = Some(by_content.to_string());
     let granularity = ext.grain_bytes();
     let parent = match &desc {
         Some(d) => open_parent(&storage, d, ctx, &mut warnings)?,
@@ -207,11 +227,15 @@ fn from_descriptor(
     if d.create_type.is_none() {
         warnings.push(format!("{name}: descriptor has no createType"));
     }
-    if d.total_bytes().is_none() {
-        return Err(Error::corrupt(
-            &name,
-            "the extents' sizes add up to more than 2^64 bytes",
-        ));
+    match d.total_bytes() {
+        None => {
+            return Err(Error::corrupt(
+                &name,
+                "the extents' sizes add up to more than 2^64 bytes",
+            ))
+        }
+        Some(t) if t > MAX_VIRTUAL_SIZE => return Err(too_big(&name, t)),
+        Some(_) => {}
     }
     // Refuse a delta disk before opening anything else.
     if d.has_parent() && !ctx.options.allow_backing {
@@ -219,6 +243,8 @@ fn from_descriptor(
     }
     let self_path = storage.path().and_then(|p| p.canonicalize().ok());
     let mut opened: HashMap<PathBuf, Arc<dyn Storage>> = HashMap::new();
+    // One SparseExtent (one grain directory in memory) per file, however often it is named.
+    let mut sparse_opened: HashMap<PathBuf, Arc<SparseExtent>> = HashMap::new();
     let mut pieces = Vec::with_capacity(d.extents.len());
     let mut start = 0u64;
     let mut granularity = 0u64;
@@ -257,7 +283,15 @@ fn from_descriptor(
                     }
                 };
                 if e.kind == ExtentType::Sparse {
-                    open_sparse_extent(&name, &what, st, e.sectors, &mut warnings)?
+                    let ext = match sparse_opened.get(&path) {
+                        Some(x) => x.clone(),
+                        None => {
+                            let x = open_sparse_extent(&name, &what, st, e.sectors, &mut warnings)?;
+                            sparse_opened.insert(path.clone(), x.clone());
+                            x
+                        }
+                    };
+                    Backing::Sparse(ext)
                 } else {
                     let base = e.offset.checked_mul(SECTOR).ok_or_else(|| {
                         Error::corrupt(&name, format!("{what}: offset overflows"))
@@ -360,7 +394,7 @@ fn open_sparse_extent(
     st: Arc<dyn Storage>,
     sectors: u64,
     warnings: &mut Vec<String>,
-) -> Result<Backing> {
+) -> Result<Arc<SparseExtent>> {
     let mut magic = [0u8; 4];
     let n = st
         .read_at(&mut magic, 0)
@@ -387,7 +421,7 @@ fn open_sparse_extent(
             ext.name()
         ));
     }
-    Ok(Backing::Sparse(Arc::new(ext)))
+    Ok(Arc::new(ext))
 }
 
 fn parent_refusal(name: &str, d: &Descriptor) -> Error {
