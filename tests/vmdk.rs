@@ -846,3 +846,56 @@ fn multi_extent_sparse_and_flat_descriptor_reads_like_qemu() {
     patch(&imgs[0], H_CAPACITY, &0u64.to_le_bytes());
     info_fails(&imgs[0], &["names the descriptor itself"]);
 }
+
+#[test]
+fn mutated_sparse_files_never_panic() {
+    use imgcheck::image::{MemStorage, OpenContext, Resolver, Storage};
+    use std::sync::Arc;
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng::new(4242);
+    for (sub, seed) in [("monolithicSparse", 101), ("streamOptimized", 102)] {
+        let img = qemu_vmdk(
+            dir.path(),
+            sub,
+            &format!("subformat={sub}"),
+            1024 * 1024 + 3584,
+            seed,
+        );
+        let orig = std::fs::read(&img).unwrap();
+        for round in 0..150 {
+            let mut data = orig.clone();
+            let flips = 1 + rng.next() % 8;
+            for _ in 0..flips {
+                // mostly in the metadata at the front, sometimes anywhere
+                let span = if rng.next() % 4 == 0 {
+                    data.len()
+                } else {
+                    64 * 1024
+                };
+                let at = (rng.next() as usize) % span.min(data.len());
+                data[at] = rng.next() as u8;
+            }
+            if round % 10 == 0 {
+                let cut = (rng.next() as usize) % data.len();
+                data.truncate(cut);
+            }
+            let st: Arc<dyn Storage> = Arc::new(MemStorage::new(format!("{sub}-{round}"), data));
+            let ctx = OpenContext::new(OpenOptions::default(), Resolver::none());
+            let Ok(dev) = image::open_storage(st, &ctx) else {
+                continue;
+            };
+            let size = dev.size().min(64 << 20);
+            let _ = dev.map(0, size);
+            let mut buf = vec![0u8; 65536];
+            let mut off = 0;
+            while off < size {
+                let n = (size - off).min(buf.len() as u64) as usize;
+                let _ = dev.read_at(&mut buf[..n], off);
+                off += n as u64;
+            }
+        }
+    }
+}
