@@ -274,6 +274,18 @@ fn esxi_vmfs_pair_reads_like_qemu() {
     assert_matches_qemu(&desc, dir.path(), "vmfs");
     let ours = imgcheck_guest_bytes(&desc, dir.path(), &[]);
     assert_same_guest(&ours, &std::fs::read(&flat).unwrap(), "x-flat");
+    // the disk database is available to checks
+    let opts = OpenOptions::default();
+    let ctx = image::OpenContext::new(
+        opts.clone(),
+        image::Resolver::for_image(&desc, &opts).unwrap(),
+    );
+    let st = std::sync::Arc::new(image::FileStorage::open(&desc).unwrap());
+    let v = image::vmdk::open_image(st, &ctx).unwrap();
+    let d = v.descriptor().unwrap();
+    assert_eq!(d.ddb("ddb.adapterType"), Some("lsilogic"));
+    assert_eq!(d.cid, Some(0xfffffffe));
+    assert_eq!(v.create_type(), Some("vmfs"));
     // holes in the flat file are not counted as allocated
     let info = imgcheck_info(&desc);
     assert!(info["allocated"].as_u64().unwrap() < size);

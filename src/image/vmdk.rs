@@ -62,6 +62,8 @@ pub struct VmdkImage {
     warnings: Vec<String>,
     granularity: u64,
     actual_size: u64,
+    /// The descriptor (embedded or standalone), when there is one.
+    descriptor: Option<Descriptor>,
 }
 
 /// Open a vmdk image (a `KDMV` sparse extent or a text descriptor).
@@ -210,6 +212,7 @@ fn from_sparse(
         warnings,
         granularity,
         actual_size,
+        descriptor: desc,
     })
 }
 
@@ -369,6 +372,7 @@ fn from_descriptor(
             granularity
         },
         actual_size,
+        descriptor: Some(d),
     })
 }
 
@@ -586,6 +590,11 @@ impl VmdkImage {
     /// The descriptor's createType.
     pub fn create_type(&self) -> Option<&str> {
         self.create_type.as_deref()
+    }
+
+    /// The descriptor (CID, parent, extent lines, `ddb.*` keys such as `ddb.adapterType`).
+    pub fn descriptor(&self) -> Option<&Descriptor> {
+        self.descriptor.as_ref()
     }
 }
 
