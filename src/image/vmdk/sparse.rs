@@ -132,6 +132,14 @@ pub struct SparseExtent {
     pub warnings: Vec<String>,
 }
 
+/// The message of an error about this extent, without the file name in front.
+fn msg_of(e: &Error) -> String {
+    match e {
+        Error::Corrupt { msg, .. } => msg.clone(),
+        other => other.to_string(),
+    }
+}
+
 fn corrupt(s: &dyn Storage, msg: impl Into<String>) -> Error {
     Error::corrupt(s.name(), msg)
 }
@@ -275,9 +283,10 @@ impl SparseExtent {
                     ) {
                         Ok(gd) => {
                             warnings.push(format!(
-                                "{}: the primary grain directory is unusable ({e}); using the \
+                                "{}: the primary grain directory is unusable ({}); using the \
                                  redundant grain directory at sector {}",
                                 s.name(),
+                                msg_of(&e),
                                 h.rgd_offset
                             ));
                             gd
@@ -286,8 +295,10 @@ impl SparseExtent {
                             return Err(corrupt(
                                 s,
                                 format!(
-                                    "both grain directories are unusable: primary: {e}; \
-                                     redundant: {e2}"
+                                    "both grain directories are unusable: primary: {}; \
+                                     redundant: {}",
+                                    msg_of(&e),
+                                    msg_of(&e2)
                                 ),
                             ))
                         }
