@@ -473,10 +473,9 @@ impl SparseExtent {
                         return Err(corrupt(
                             self.storage.as_ref(),
                             format!(
-                                "grain {gi} (extent offset {}) lies at file offset {}, past \
-                                 the end of the {}-byte file",
-                                gi * gb,
-                                entry as u64 * SECTOR,
+                                "grain {gi} (extent offset {pos}): its data at file offsets \
+                                 {foff}..{fend} runs past the end of the {}-byte file \
+                                 (truncated?)",
                                 self.storage.len()
                             ),
                         ));
