@@ -723,6 +723,25 @@ fn hostile_descriptors_are_refused() {
     run("mkfifo", &[&s(&fifo)]);
     let p = desc("fifo.vmdk", &["RW 8 FLAT \"fifo-flat.vmdk\" 0".into()]);
     info_fails(&p, &["fifo-flat.vmdk", "not a regular file"]);
+    // two delta disks naming each other as parents: a bounded chain, not a hang
+    for (me, cid, pcid, other) in [
+        ("loop-a.vmdk", "aaaaaaaa", "bbbbbbbb", "loop-b.vmdk"),
+        ("loop-b.vmdk", "bbbbbbbb", "aaaaaaaa", "loop-a.vmdk"),
+    ] {
+        write_file(
+            &dir.join(me),
+            &descriptor_text(
+                "monolithicFlat",
+                cid,
+                Some((pcid, other)),
+                &["RW 8 FLAT \"data.bin\" 0".into()],
+            ),
+        );
+    }
+    assert_fails(
+        &["info", "--allow-backing", &s(&dir.join("loop-a.vmdk"))],
+        &["loop-", "deeper than 16 levels"],
+    );
     // a huge "descriptor"
     let p = dir.join("huge.vmdk");
     let mut t = descriptor_text("monolithicFlat", "1", None, &[]).into_bytes();
