@@ -409,8 +409,17 @@ impl SparseExtent {
         let mut cur = None;
         while pos < end {
             let gi = pos / self.grain_bytes;
-            let next = ((gi + 1) * self.grain_bytes).min(end);
-            let st = self.state_of(self.entry(gi, &mut cur)?);
+            let gd_idx = gi / self.gtes;
+            let (next, st) = if self.gd.get(gd_idx as usize).copied().unwrap_or(0) == 0 {
+                // No grain table: its whole span is unallocated.
+                let span_end = (gd_idx + 1)
+                    .saturating_mul(self.gtes)
+                    .saturating_mul(self.grain_bytes);
+                (span_end.min(end), GrainState::Unallocated)
+            } else {
+                let next = ((gi + 1) * self.grain_bytes).min(end);
+                (next, self.state_of(self.entry(gi, &mut cur)?))
+            };
             match out.last_mut() {
                 Some(last) if last.2 == st && last.0 + last.1 == pos => last.1 += next - pos,
                 _ => out.push((pos, next - pos, st)),
