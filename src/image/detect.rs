@@ -21,12 +21,16 @@ pub const VMDK_COWD_MAGIC: &[u8; 4] = b"COWD";
 pub const VHDX_MAGIC: &[u8; 8] = b"vhdxfile";
 pub const VHD_COOKIE: &[u8; 8] = b"conectix";
 
-/// Whether `head` starts like a VMDK text descriptor.
+/// A text descriptor larger than this is not taken for one (real ones are a few hundred bytes).
+const MAX_DESCRIPTOR_FILE: u64 = 1 << 20;
+
+/// Whether `head` starts like a VMDK text descriptor (qemu accepts a first line of `#...` or
+/// `version=1`).
 pub fn looks_like_vmdk_descriptor(head: &[u8]) -> bool {
     let text = String::from_utf8_lossy(&head[..head.len().min(1024)]).to_ascii_lowercase();
     let t = text.trim_start_matches('\u{feff}').trim_start();
     t.starts_with("# disk descriptorfile")
-        || (t.contains("createtype") && t.contains("version=") && t.starts_with('#'))
+        || ((t.starts_with('#') || t.starts_with("version=")) && t.contains("createtype"))
 }
 
 /// Detect the container format of `s` from its content.
@@ -46,7 +50,7 @@ pub fn detect(s: &dyn Storage) -> Result<Detected> {
     } else if head.starts_with(VHD_COOKIE) {
         // Dynamic and differencing VHDs start with a copy of the footer.
         Format::Vhd
-    } else if looks_like_vmdk_descriptor(head) {
+    } else if s.len() <= MAX_DESCRIPTOR_FILE && looks_like_vmdk_descriptor(head) {
         Format::Vmdk
     } else if vhd_footer_at_end(s) {
         Format::Vhd

@@ -185,7 +185,9 @@ pub fn imgcheck_info(img: &Path) -> serde_json::Value {
 
 /// Path of a committed fixture file.
 pub fn fixture_path(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
 }
 
 /// Make fixture `name` (e.g. "good-mbr.raw") usable in `dir`: decompressed from `name.xz` when
@@ -203,8 +205,7 @@ pub fn fixture(name: &str, dir: &Path) -> PathBuf {
         dec.read_to_end(&mut data).unwrap();
         write_sparse(&out, &data);
     } else {
-        std::fs::copy(fixture_path(name), &out)
-            .unwrap_or_else(|e| panic!("fixture {name}: {e}"));
+        std::fs::copy(fixture_path(name), &out).unwrap_or_else(|e| panic!("fixture {name}: {e}"));
     }
     out
 }
