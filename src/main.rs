@@ -104,6 +104,16 @@ enum Command {
         /// Image files, directories (their images are checked) or nbd:// URIs.
         images: Vec<String>,
     },
+    /// Show what is inside the image: partitions, Windows identity, boot, drivers, software.
+    Inspect {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: InfoFormat,
+        #[command(flatten)]
+        open: OpenArgs,
+        /// The image file (or nbd:// URI).
+        image: String,
+    },
     /// Show an image's format, virtual size, size on disk and allocated bytes.
     Info {
         /// Output format.
@@ -353,6 +363,18 @@ fn run(cli: Cli) -> Result<u8> {
                 )?,
             }
             Ok(report::exit_status(&reports))
+        }
+        Command::Inspect {
+            format,
+            open,
+            image,
+        } => {
+            let r = imgcheck::checks::inspect::inspect(&image, &open.options())?;
+            match format {
+                InfoFormat::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+                InfoFormat::Text => print!("{}", report::inspect::render(&r)),
+            }
+            Ok(EXIT_OK)
         }
         Command::Info {
             format,

@@ -363,3 +363,55 @@ fn policy_turns_checks_off_or_into_warnings() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("boot.firmwar"));
 }
+
+#[test]
+fn inspect_reports_identity_boot_drivers_software_and_services() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = fixture("vmware.raw", dir.path());
+    let o = imgcheck(&["inspect", "--format", "json", &img.display().to_string()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["partition_table"]["kind"], "mbr");
+    assert_eq!(r["windows_partition"], 1);
+    let os = &r["os"];
+    for f in [
+        "product_name",
+        "edition_id",
+        "installation_type",
+        "version",
+        "build",
+        "architecture",
+        "system_root",
+        "host_name",
+        "time_zone",
+    ] {
+        assert!(os[f].is_string(), "os.{f} missing: {os:#}");
+    }
+    assert_eq!(os["drive_letters"][0]["letter"], "C:");
+    assert!(os["applications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["wow64"] == true));
+    let services = os["services"].as_array().unwrap();
+    assert!(services
+        .iter()
+        .any(|s| s["name"] == "vioscsi" && s["start"] == 0));
+    assert_eq!(r["boot"]["bcd"]["firmware"], "bios");
+    assert_eq!(r["virtio"]["state"], "ok");
+    assert_eq!(r["cloudbase_init"]["installed"], true);
+    let conflicts = r["conflicts"].as_array().unwrap();
+    assert!(conflicts
+        .iter()
+        .any(|c| c["name"] == "vmci" && c["enabled"] == true));
+    assert!(conflicts
+        .iter()
+        .all(|c| c["registry_path"].as_str().unwrap().len() > 5));
+    // Text output carries the same facts.
+    let o = imgcheck(&["inspect", &img.display().to_string()]);
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        text.contains("Windows Server 2012 R2") && text.contains("vmci") && text.contains("BIOS"),
+        "{text}"
+    );
+}

@@ -5,6 +5,7 @@
 
 pub mod disk;
 pub mod image_format;
+pub mod inspect;
 pub mod inspection;
 pub mod policy;
 pub mod registry;

@@ -1,6 +1,7 @@
 //! Reports: human text, JSON (one document), JSON lines (one object per image), JUnit XML.
 
 pub mod html;
+pub mod inspect;
 pub mod junit;
 pub mod text;
 
