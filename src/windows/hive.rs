@@ -14,9 +14,10 @@
 //! - key lookup one path segment at a time, taking the first matching subkey, so duplicate or
 //!   self-referencing subkey lists cannot make a lookup explode.
 
+use std::collections::HashMap;
 use std::io::Cursor;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use notatin::cell_key_node::CellKeyNode;
 use notatin::parser::Parser;
@@ -287,8 +288,24 @@ pub struct Hive {
     root: CellKeyNode,
     root_prefix_len: usize,
     replay: ReplayInfo,
-    /// Our copy of the hive bytes after replay, to check subkey lists before notatin reads them.
-    mirror: Vec<u8>,
+    /// Our copy of the hive bytes after replay, to check subkey lists before notatin reads them
+    /// (the primary's bytes themselves, shared with notatin's input, when nothing is replayed).
+    mirror: Arc<Vec<u8>>,
+    /// Memoised lookups and listings (analyses ask for the same keys repeatedly), bounded.
+    keys: Mutex<HashMap<String, Option<Key>>>,
+    lists: Mutex<HashMap<String, Arc<Vec<Key>>>>,
+}
+
+/// Most memoised lookups and listings per hive.
+const CACHE_ENTRIES: usize = 4096;
+
+/// Hive bytes shared between notatin's input cursor and our mirror.
+struct Shared(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for Shared {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 impl std::fmt::Debug for Hive {
@@ -541,7 +558,13 @@ impl Hive {
     /// When the primary is dirty, notatin replays the logs' entries whose hashes and sequence
     /// numbers are valid; [`Hive::replay`] says what happened.
     pub fn open(name: &str, primary: &[u8], logs: &[&[u8]]) -> Result<Hive> {
-        let (seq1, seq2, checksum_ok) = check_primary(name, primary)?;
+        check_primary(name, primary)?;
+        Self::open_vec(name, primary.to_vec(), logs)
+    }
+
+    /// [`Hive::open`] taking the primary's bytes by value (saves a copy of a big hive).
+    pub fn open_vec(name: &str, primary: Vec<u8>, logs: &[&[u8]]) -> Result<Hive> {
+        let (seq1, seq2, checksum_ok) = check_primary(name, &primary)?;
         let mut replay = ReplayInfo {
             primary_sequence: seq1,
             secondary_sequence: seq2,
@@ -568,26 +591,46 @@ impl Hive {
                     .push("a transaction log without a regf base block was ignored".into());
                 continue;
             }
+            if log.len() >= 516 && &log[512..516] == b"DIRT" {
+                replay.notes.push(
+                    "a transaction log is in the old format (DIRT, Windows 8 and earlier): not replayed"
+                        .into(),
+                );
+            }
             let (seq, entries) = parse_log(log);
             replay.log_entries += entries.len();
             replay.log_dirty_pages += entries.iter().map(|e| e.pages.len()).sum::<usize>();
             parsed.push((seq, entries));
         }
         replay.logs_supplied = logs.len();
-        let mut mirror = primary.to_vec();
-        if replay.dirty && !parsed.is_empty() {
-            mirror_replay(&mut mirror, seq2, &parsed, MAX_HIVE_SIZE);
-        }
+        let primary = Arc::new(primary);
+        let mirror = if replay.dirty && !parsed.is_empty() {
+            let mut m = primary.to_vec();
+            mirror_replay(&mut m, seq2, &parsed, MAX_HIVE_SIZE);
+            Arc::new(m)
+        } else {
+            primary.clone()
+        };
         drop(parsed);
 
-        let mut builder = ParserBuilder::from_file(Cursor::new(primary.to_vec()));
+        let mut builder = ParserBuilder::from_file(Cursor::new(Shared(primary)));
         for log in &logs {
             if log.len() >= 512 && &log[..4] == b"regf" {
                 builder.with_transaction_log(Cursor::new(log.to_vec()));
             }
         }
-        let mut parser = guarded(name, "opening the hive", move || builder.build())?
-            .map_err(|e| Error::corrupt(name, format!("malformed registry hive: {e}")))?;
+        let root_first = le32(&mirror, 36) == 0x20;
+        let mut parser =
+            guarded(name, "opening the hive", move || builder.build())?.map_err(|e| {
+                // notatin reads the root key from the first cell of the first hive bin (where
+                // Windows puts it), not from the base block's root cell offset.
+                let hint = if root_first {
+                    ""
+                } else {
+                    " (the root key is not the first cell of the first hive bin)"
+                };
+                Error::corrupt(name, format!("malformed registry hive: {e}{hint}"))
+            })?;
         if let Some(notes) = parser.get_parse_logs().get() {
             for n in notes {
                 // notatin writes this note even when no entry could be applied (then with
@@ -618,6 +661,8 @@ impl Hive {
             root_prefix_len,
             replay,
             mirror,
+            keys: Mutex::new(HashMap::new()),
+            lists: Mutex::new(HashMap::new()),
         })
     }
 
@@ -697,6 +742,20 @@ impl Hive {
     /// A key by backslash-separated path from the root (case-insensitive; leading, trailing
     /// and doubled backslashes ignored). `Ok(None)` when it does not exist.
     pub fn key(&self, path: &str) -> Result<Option<Key>> {
+        let norm = cache_key(path);
+        if let Some(k) = self.keys.lock().ok().and_then(|c| c.get(&norm).cloned()) {
+            return Ok(k);
+        }
+        let k = self.key_uncached(path)?;
+        if let Ok(mut c) = self.keys.lock() {
+            if c.len() < CACHE_ENTRIES {
+                c.insert(norm, k.clone());
+            }
+        }
+        Ok(k)
+    }
+
+    fn key_uncached(&self, path: &str) -> Result<Option<Key>> {
         let segments: Vec<&str> = path.split('\\').filter(|s| !s.is_empty()).collect();
         if segments.len() > MAX_DEPTH {
             return Err(Error::Other(format!(
@@ -771,13 +830,32 @@ impl Hive {
             .collect())
     }
 
-    /// Subkeys of the key at `path`; empty when the key does not exist.
-    pub fn subkeys_of(&self, path: &str) -> Result<Vec<Key>> {
-        match self.key(path)? {
-            Some(k) => self.subkeys(&k),
-            None => Ok(Vec::new()),
+    /// Subkeys of the key at `path` (memoised); empty when the key does not exist.
+    pub fn subkeys_of(&self, path: &str) -> Result<Arc<Vec<Key>>> {
+        let norm = cache_key(path);
+        if let Some(l) = self.lists.lock().ok().and_then(|c| c.get(&norm).cloned()) {
+            return Ok(l);
         }
+        let l = Arc::new(match self.key(path)? {
+            Some(k) => self.subkeys(&k)?,
+            None => Vec::new(),
+        });
+        if let Ok(mut c) = self.lists.lock() {
+            if c.len() < CACHE_ENTRIES {
+                c.insert(norm, l.clone());
+            }
+        }
+        Ok(l)
     }
+}
+
+/// Normalised memo key of a path: lowercase, no empty segments.
+fn cache_key(path: &str) -> String {
+    path.split('\\')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.to_lowercase())
+        .collect::<Vec<_>>()
+        .join("\\")
 }
 
 #[cfg(test)]

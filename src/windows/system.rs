@@ -150,7 +150,10 @@ pub struct ClassFilters {
 /// Classes under `<ControlSet>\Control\Class` that have UpperFilters or LowerFilters.
 pub fn class_filters(system: &Hive, cs: &ControlSet) -> Result<Vec<ClassFilters>> {
     let mut out = Vec::new();
-    for k in system.subkeys_of(&format!("{}\\Control\\Class", cs.name))? {
+    for k in system
+        .subkeys_of(&format!("{}\\Control\\Class", cs.name))?
+        .iter()
+    {
         let upper = k.multi_sz("UpperFilters").unwrap_or_default();
         let lower = k.multi_sz("LowerFilters").unwrap_or_default();
         if upper.is_empty() && lower.is_empty() {
@@ -266,7 +269,7 @@ pub fn driver_package(system: &Hive, name: &str) -> Result<Option<DriverPackage>
         return Ok(None);
     };
     let mut services = Vec::new();
-    for cfg in system.subkeys_of(&join(k.path(), "Configurations"))? {
+    for cfg in system.subkeys_of(&join(k.path(), "Configurations"))?.iter() {
         if let Some(s) = cfg.nonempty_string("Service") {
             if !services.iter().any(|x: &String| x.eq_ignore_ascii_case(&s)) {
                 services.push(s);
@@ -286,7 +289,7 @@ pub fn driver_package(system: &Hive, name: &str) -> Result<Option<DriverPackage>
 pub fn driver_packages_named(system: &Hive, inf_stem: &str) -> Result<Vec<DriverPackage>> {
     let prefix = format!("{}.inf_", inf_stem.to_ascii_lowercase());
     let mut out = Vec::new();
-    for k in system.subkeys_of("DriverDatabase\\DriverPackages")? {
+    for k in system.subkeys_of("DriverDatabase\\DriverPackages")?.iter() {
         if k.name().to_ascii_lowercase().starts_with(&prefix) {
             if let Some(p) = driver_package(system, k.name())? {
                 out.push(p);
@@ -441,10 +444,13 @@ pub struct StaticIp {
 /// Interfaces under `Services\Tcpip\Parameters\Interfaces` with EnableDHCP=0 and an address.
 pub fn static_ips(system: &Hive, cs: &ControlSet) -> Result<Vec<StaticIp>> {
     let mut out = Vec::new();
-    for k in system.subkeys_of(&format!(
-        "{}\\Services\\Tcpip\\Parameters\\Interfaces",
-        cs.name
-    ))? {
+    for k in system
+        .subkeys_of(&format!(
+            "{}\\Services\\Tcpip\\Parameters\\Interfaces",
+            cs.name
+        ))?
+        .iter()
+    {
         if k.dword("EnableDHCP") != Some(0) {
             continue;
         }
