@@ -1115,7 +1115,7 @@ fn self_referencing_subkey_lists() {
     r.key("Loop\\Inner", &[("x", V::Dword(1))]);
     let good = hivex(&r);
 
-    // The root's subkey list points at the root itself: lookups and listings end.
+    // The root's subkey list points at the root itself: a clear error, no endless walk.
     let mut b = good.clone();
     let root = le32(&b, 36);
     let (list, _) = root_list(&b);
@@ -1124,23 +1124,40 @@ fn self_referencing_subkey_lists() {
     let t = std::time::Instant::now();
     let h = Hive::open("self-list", &b, &[]).unwrap();
     let root_name = h.root_name().to_string();
-    let mut path = String::new();
-    for _ in 0..50 {
-        path.push_str(&root_name);
-        path.push('\\');
-    }
-    let k = h.key(&path).unwrap();
-    assert!(k.is_some(), "the loop is followed, one level per segment");
+    let mut errors = vec![
+        h.key(&format!("{root_name}\\{root_name}")).unwrap_err(),
+        h.subkeys(&h.root()).unwrap_err(),
+    ];
     assert!(h.key("Loop\\Inner").unwrap().is_none());
-    let subs = h.subkeys(&h.root()).unwrap();
-    assert_eq!(subs.len(), 1);
-    let too_deep = format!("{path}{path}");
-    let e = h.key(&too_deep).unwrap_err().to_string();
-    assert!(e.contains("deeper than"), "{e}");
+    // Not a SYSTEM hive at all: a clear error too.
+    let e = os_identity(&h, &h).unwrap_err().to_string();
     assert!(
-        os_identity(&h, &h).is_err(),
-        "no control set: a clear error"
+        e.starts_with("self-list") && e.contains("no control set"),
+        "{e}"
     );
+
+    // A child whose subkey list points back at its parent.
+    let mut b = good.clone();
+    let (_, child) = root_list(&b);
+    let nk = 4096 + child;
+    assert_eq!(&b[nk + 4..nk + 6], b"nk");
+    let clist = 4096 + le32(&b, nk + 4 + 28);
+    b[clist + 8..clist + 12].copy_from_slice(&(root as u32).to_le_bytes());
+    let h = Hive::open("parent-loop", &b, &[]).unwrap();
+    errors.push(h.key(&format!("Loop\\{root_name}\\Loop")).unwrap_err());
+    let lp = h.key("Loop").unwrap().unwrap();
+    errors.push(h.subkeys(&lp).unwrap_err());
+    for e in errors {
+        let e = e.to_string();
+        assert!(e.contains("cyclic subkey lists"), "{e}");
+    }
+    // Path depth is capped.
+    let deep = vec!["a"; 100].join("\\");
+    assert!(h
+        .key(&deep)
+        .unwrap_err()
+        .to_string()
+        .contains("deeper than"));
     assert!(t.elapsed().as_secs() < 5);
 
     // An ri index pointing at itself (notatin would recurse until the stack overflows):

@@ -163,6 +163,8 @@ pub struct Key {
     values: Vec<Value>,
     subkey_count: u32,
     node: CellKeyNode,
+    /// File offsets of the keys from the root down to this one, to refuse cycles.
+    chain: Arc<Vec<usize>>,
 }
 
 /// Registry names compare case-insensitively (Windows upcases; Unicode lowercase is close
@@ -175,7 +177,7 @@ pub fn name_eq(a: &str, b: &str) -> bool {
 }
 
 impl Key {
-    fn from_node(node: CellKeyNode, path: String) -> Key {
+    fn from_node(node: CellKeyNode, path: String, chain: Arc<Vec<usize>>) -> Key {
         let values = node
             .value_iter()
             .map(|v| {
@@ -192,6 +194,7 @@ impl Key {
             path,
             values,
             node,
+            chain,
         }
     }
 
@@ -736,7 +739,11 @@ impl Hive {
 
     /// The root key.
     pub fn root(&self) -> Key {
-        Key::from_node(self.root.clone(), String::new())
+        Key::from_node(
+            self.root.clone(),
+            String::new(),
+            Arc::new(vec![self.root.file_offset_absolute]),
+        )
     }
 
     /// A key by backslash-separated path from the root (case-insensitive; leading, trailing
@@ -764,6 +771,7 @@ impl Hive {
             )));
         }
         let mut node = self.root.clone();
+        let mut chain = vec![node.file_offset_absolute];
         let mut parser = self.lock()?;
         for seg in segments {
             self.check_list(&node)?;
@@ -771,13 +779,40 @@ impl Hive {
                 node.get_sub_key_by_path(&mut parser, seg)
             })?;
             match next {
-                Some(n) => node = n,
+                Some(n) => {
+                    self.check_cycle(&chain, &n, &self.rel_path(&node))?;
+                    chain.push(n.file_offset_absolute);
+                    node = n;
+                }
                 None => return Ok(None),
             }
         }
         drop(parser);
         let rel = self.rel_path(&node);
-        Ok(Some(Key::from_node(node, rel)))
+        Ok(Some(Key::from_node(node, rel, Arc::new(chain))))
+    }
+
+    /// Refuses a subkey that is the key itself or one of its parents.
+    fn check_cycle(&self, chain: &[usize], child: &CellKeyNode, parent_path: &str) -> Result<()> {
+        if chain.contains(&child.file_offset_absolute) {
+            return Err(Error::corrupt(
+                &self.name,
+                format!(
+                    "registry key {parent_path:?}: its subkey list names the key itself or one of its parents (cell at offset {}): cyclic subkey lists",
+                    child.file_offset_absolute
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn child_key(&self, parent: &Key, n: CellKeyNode) -> Result<Key> {
+        self.check_cycle(&parent.chain, &n, &parent.path)?;
+        let mut chain = Vec::with_capacity(parent.chain.len() + 1);
+        chain.extend_from_slice(&parent.chain);
+        chain.push(n.file_offset_absolute);
+        let rel = join(&parent.path, &n.key_name);
+        Ok(Key::from_node(n, rel, Arc::new(chain)))
     }
 
     /// A direct subkey by name (case-insensitive).
@@ -792,10 +827,7 @@ impl Hive {
             node.get_sub_key_by_path(&mut parser, name)
         })?;
         drop(parser);
-        Ok(next.map(|n| {
-            let rel = join(&key.path, &n.key_name);
-            Key::from_node(n, rel)
-        }))
+        next.map(|n| self.child_key(key, n)).transpose()
     }
 
     /// All subkeys of a key, with their values. Errors when the key claims more than
@@ -820,14 +852,11 @@ impl Hive {
             node.read_sub_keys(&mut parser)
         })?;
         drop(parser);
-        Ok(children
+        children
             .into_iter()
             .take(MAX_SUBKEYS as usize)
-            .map(|n| {
-                let rel = join(&key.path, &n.key_name);
-                Key::from_node(n, rel)
-            })
-            .collect())
+            .map(|n| self.child_key(key, n))
+            .collect()
     }
 
     /// Subkeys of the key at `path` (memoised); empty when the key does not exist.
