@@ -1232,3 +1232,88 @@ fn dirty_hive_log_replay_changes_the_virtio_verdict() {
         VirtioState::NotInstalled
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// BCD stores written by hivexregedit: default loader, no default, bootmgr only
+
+fn bcd(objects: &[(&str, &[(&str, &'static str)])]) -> Hive {
+    let mut r = Reg::default();
+    for (guid, elems) in objects {
+        r.key(
+            &format!("Objects\\{guid}\\Description"),
+            &[("Type", V::Dword(0x10200003))],
+        );
+        for (elem, val) in elems.iter() {
+            r.key(
+                &format!("Objects\\{guid}\\Elements\\{elem}"),
+                &[("Element", V::Sz(val))],
+            );
+        }
+    }
+    open("BCD", &hivex(&r))
+}
+
+#[test]
+fn bcd_firmware_decisions() {
+    if !have_hivex() {
+        return;
+    }
+    const BOOTMGR: &str = "{9dea862c-5cdd-4e70-acc1-f32b344d4795}";
+    const LOADER: &str = "{aaaaaaaa-0000-0000-0000-000000000001}";
+    // Default loader with an upper-case EFI path; the GUID in another case than the key.
+    let h = bcd(&[
+        (
+            BOOTMGR,
+            &[("23000003", "{AAAAAAAA-0000-0000-0000-000000000001}")],
+        ),
+        (
+            LOADER,
+            &[
+                ("12000002", "\\WINDOWS\\SYSTEM32\\WINLOAD.EFI"),
+                ("12000004", "Windows Server"),
+            ],
+        ),
+    ]);
+    let b = bcd_boot(&h).unwrap();
+    assert_eq!(b.firmware, Firmware::Efi, "{b:?}");
+    assert_eq!(b.loader_description.as_deref(), Some("Windows Server"));
+    assert!(b
+        .default_loader_registry_path
+        .unwrap()
+        .ends_with("Elements\\23000003\\Element"));
+
+    // No default: the only OS loader decides.
+    let h = bcd(&[
+        (BOOTMGR, &[("12000004", "Windows Boot Manager")]),
+        (LOADER, &[("12000002", "\\Windows\\system32\\winload.exe")]),
+    ]);
+    let b = bcd_boot(&h).unwrap();
+    assert_eq!(b.firmware, Firmware::Bios, "{b:?}");
+    assert!(b.default_loader.is_none());
+    assert!(b.evidence.contains("no usable default"), "{}", b.evidence);
+
+    // Default names a missing object; bootmgr's own .efi path decides.
+    let h = bcd(&[(
+        BOOTMGR,
+        &[
+            ("23000003", "{bbbbbbbb-0000-0000-0000-000000000002}"),
+            ("12000002", "\\EFI\\Microsoft\\Boot\\bootmgfw.efi"),
+        ],
+    )]);
+    let b = bcd_boot(&h).unwrap();
+    assert_eq!(b.firmware, Firmware::Efi, "{b:?}");
+    assert!(b.evidence.contains("boot manager"), "{}", b.evidence);
+
+    // Nothing to go on.
+    let h = bcd(&[(BOOTMGR, &[("12000004", "Windows Boot Manager")])]);
+    let b = bcd_boot(&h).unwrap();
+    assert_eq!(b.firmware, Firmware::Unknown, "{b:?}");
+    assert!(!b.evidence.is_empty());
+}
+
+#[test]
+fn hive_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Hive>();
+    check::<imgcheck::windows::Key>();
+}
