@@ -1209,6 +1209,14 @@ fn dirty_hive_log_replay_changes_the_virtio_verdict() {
     assert!(r.dirty && r.logs_applied, "{r:#?}");
     assert_eq!(r.logs_supplied, 1);
     assert!(r.log_entries >= 1 && r.log_dirty_pages >= 1, "{r:#?}");
+    assert!(
+        r.pages_changed >= 1 && r.pages_changed <= r.log_dirty_pages,
+        "{r:#?}"
+    );
+    assert_eq!(
+        r.bytes_added, 4096,
+        "the generator's log grows the hive by one page"
+    );
     assert_eq!(
         r.sequence_after_replay,
         Some(r.secondary_sequence + r.log_entries as u32 - 1)

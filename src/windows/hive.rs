@@ -278,6 +278,12 @@ pub struct ReplayInfo {
     pub log_dirty_pages: usize,
     /// notatin replayed log entries onto the primary.
     pub logs_applied: bool,
+    /// Dirty pages (4 KiB) whose bytes a replay changes. notatin itself cannot say which keys
+    /// changed without its costly recover-deleted mode: to see what the replay changed in an
+    /// analysis, open the primary alone as well and compare the results.
+    pub pages_changed: usize,
+    /// Bytes the replay adds to the hive (the hive grew).
+    pub bytes_added: usize,
     /// Sequence number after replay.
     pub sequence_after_replay: Option<u32>,
     /// notatin's own notes about the base block and the logs (skipped entries, hash mismatches...).
@@ -513,17 +519,18 @@ fn parse_log(log: &[u8]) -> (u32, Vec<LogEntry<'_>>) {
 /// oldest first; an entry is applied when its hashes are right, its sequence number is not
 /// below the primary's secondary sequence number and follows the previous one; the hive grows
 /// to the entry's hive bins size). Used to check subkey lists before notatin follows them.
-/// Returns the number of entries applied.
+/// Returns the number of entries applied and of dirty pages that changed bytes.
 fn mirror_replay(
     buf: &mut Vec<u8>,
     secondary: u32,
     logs: &[(u32, Vec<LogEntry>)],
     cap: usize,
-) -> usize {
+) -> (usize, usize) {
     let mut order: Vec<&(u32, Vec<LogEntry>)> = logs.iter().collect();
     order.sort_by_key(|l| l.0);
     let mut last = 0u32;
     let mut applied = 0;
+    let mut changed = 0;
     for (log_seq, entries) in order {
         if *log_seq < secondary || (last != 0 && *log_seq != last.wrapping_add(1)) {
             continue;
@@ -545,14 +552,17 @@ fn mirror_replay(
             for (off, bytes) in &e.pages {
                 let at = HBIN_START + off;
                 if let Some(dst) = buf.get_mut(at..at + bytes.len()) {
-                    dst.copy_from_slice(bytes);
+                    if dst != *bytes {
+                        changed += 1;
+                        dst.copy_from_slice(bytes);
+                    }
                 }
             }
             last = e.sequence;
             applied += 1;
         }
     }
-    applied
+    (applied, changed)
 }
 
 impl Hive {
@@ -609,7 +619,9 @@ impl Hive {
         let primary = Arc::new(primary);
         let mirror = if replay.dirty && !parsed.is_empty() {
             let mut m = primary.to_vec();
-            mirror_replay(&mut m, seq2, &parsed, MAX_HIVE_SIZE);
+            let (_, changed) = mirror_replay(&mut m, seq2, &parsed, MAX_HIVE_SIZE);
+            replay.pages_changed = changed;
+            replay.bytes_added = m.len().saturating_sub(primary.len());
             Arc::new(m)
         } else {
             primary.clone()
