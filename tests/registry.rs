@@ -1325,3 +1325,78 @@ fn hive_is_send_and_sync() {
     check::<Hive>();
     check::<imgcheck::windows::Key>();
 }
+
+/// Offset (hive-bins-relative) of the root's subkey named `name` (lh/lf list, compressed names).
+fn child_nk(b: &[u8], name: &str) -> usize {
+    let (list, _) = root_list(b);
+    let l = 4096 + list;
+    let count = u16::from_le_bytes([b[l + 6], b[l + 7]]) as usize;
+    for i in 0..count {
+        let nk = le32(b, l + 8 + 8 * i);
+        let c = 4096 + nk;
+        let len = u16::from_le_bytes([b[c + 76], b[c + 77]]) as usize;
+        if &b[c + 80..c + 80 + len] == name.as_bytes() {
+            return nk;
+        }
+    }
+    panic!("{name} not found");
+}
+
+#[test]
+fn memory_bombs_are_refused() {
+    if !have_hivex() {
+        return;
+    }
+    let mut r = Reg::default();
+    let names: Vec<String> = (0..2000).map(|i| format!("v{i}")).collect();
+    let values: Vec<(&str, V)> = names.iter().map(|n| (n.as_str(), V::Dword(1))).collect();
+    r.key("Bomb", &values);
+    for i in 0..600 {
+        r.key(&format!("Many\\k{i}"), &[]);
+    }
+    let good = hivex(&r);
+    {
+        let h = open("good", &good);
+        assert_eq!(h.key("Bomb").unwrap().unwrap().values().len(), 2000);
+        assert_eq!(h.subkeys_of("Many").unwrap().len(), 600);
+    }
+    let bins = le32(&good, 40);
+    let bomb = 4096 + child_nk(&good, "Bomb");
+    let vlist = 4096 + le32(&good, bomb + 44);
+    let vk0 = le32(&good, vlist + 4);
+
+    // Every value of Bomb is the same value whose data is most of the hive: notatin would copy
+    // (and hash) 2000 times ~100 KB.
+    let mut b = good.clone();
+    let v = 4096 + vk0;
+    b[v + 8..v + 12].copy_from_slice(&((bins - 64) as u32).to_le_bytes());
+    b[v + 12..v + 16].copy_from_slice(&0u32.to_le_bytes());
+    for i in 0..2000 {
+        b[vlist + 4 + 4 * i..vlist + 8 + 4 * i].copy_from_slice(&(vk0 as u32).to_le_bytes());
+    }
+    let h = Hive::open("value-bomb", &b, &[]).unwrap();
+    let e = h.key("Bomb").unwrap_err().to_string();
+    assert!(
+        e.starts_with("value-bomb") && e.contains("MiB of data"),
+        "{e}"
+    );
+    assert!(h.subkeys(&h.root()).is_err());
+
+    // Many's subkey list becomes an ri index naming its 600-entry list 500 times (300000
+    // entries; the same trick with 65535 x 65535 would ask notatin for 4 billion).
+    let mut b = good.clone();
+    let many = 4096 + child_nk(&b, "Many");
+    let lh = le32(&b, many + 32);
+    b[vlist + 4..vlist + 6].copy_from_slice(b"ri");
+    b[vlist + 6..vlist + 8].copy_from_slice(&500u16.to_le_bytes());
+    for i in 0..500 {
+        b[vlist + 8 + 4 * i..vlist + 12 + 4 * i].copy_from_slice(&(lh as u32).to_le_bytes());
+    }
+    b[many + 32..many + 36].copy_from_slice(&((vlist - 4096) as u32).to_le_bytes());
+    let h = Hive::open("fan-out", &b, &[]).unwrap();
+    let e = h.key("Many\\k1").unwrap_err().to_string();
+    assert!(
+        e.starts_with("fan-out") && e.contains("more than 262144 entries"),
+        "{e}"
+    );
+}
