@@ -383,7 +383,23 @@ fn real_win7_vmware_system() {
             c.registry_path
         );
     }
-    assert!(services["VMTools"].enabled);
+    // Exactly VMware's services (found by name in the table; vmdebug and VMUpgradeHelper
+    // too), enabled unless Start=4.
+    let all: Vec<(&str, bool)> = found.iter().map(|c| (c.name.as_str(), c.enabled)).collect();
+    assert_eq!(
+        all,
+        vec![
+            ("vm3dmp", true),
+            ("vmci", true),
+            ("vmdebug", true),
+            ("VMMEMCTL", true),
+            ("vmmouse", true),
+            ("vmrawdsk", false),
+            ("VMTools", true),
+            ("VMUpgradeHelper", true),
+        ]
+    );
+    assert!(found.iter().all(|c| c.kind == ConflictKind::Service));
     for hyperv in ["vmbus", "VMBusHID"] {
         assert!(
             !found.iter().any(|c| c.name.eq_ignore_ascii_case(hyperv)),
@@ -403,8 +419,26 @@ fn real_win7_vmware_system() {
     assert_eq!(os.control_set, "ControlSet001");
     assert_eq!(os.architecture.as_deref(), Some("x86"));
     assert!(os.services.len() > 200, "{}", os.services.len());
-    assert!(os.host_name.is_some());
-    assert!(!os.drive_letters.is_empty());
+    assert_eq!(os.host_name.as_deref(), Some("WKS-WIN732BITA"));
+    assert_eq!(os.time_zone.as_deref(), Some("Eastern Standard Time"));
+    let c = os.drive_letters.iter().find(|d| d.letter == "C:").unwrap();
+    assert_eq!(
+        serde_json::to_string(&c.target).unwrap(),
+        r#"{"kind":"mbr","disk_signature":"5cbea03e","offset":1048576}"#
+    );
+    assert_eq!(os.drive_letters.len(), 4);
+    // What this machine would warn about: hibernation and two static addresses.
+    let w = extra_warnings(&system, &software).unwrap();
+    let kinds: Vec<WarningKind> = w.iter().map(|w| w.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            WarningKind::Hibernation,
+            WarningKind::StaticIp,
+            WarningKind::StaticIp
+        ]
+    );
+    assert!(w[1].message.contains("10.3.58.5"), "{}", w[1].message);
 }
 
 #[test]
