@@ -9,10 +9,19 @@
 //!   `catch_unwind` can catch. Windows never nests `ri` lists, so an `ri` whose items point at
 //!   another `ri` is refused. To check the bytes notatin will read, we keep our own copy of the
 //!   hive with the transaction logs replayed by the same rules ([`marvin32`] hashes included);
+//! - the same check refuses memory bombs notatin would build: `ri` fan-out beyond
+//!   [`MAX_SUBKEYS`] entries (notatin trusts the lists, not the key's subkey count), and keys
+//!   whose values claim more than [`MAX_KEY_DATA`] bytes or [`MAX_VALUES`] values (notatin copies
+//!   and hashes every value's data when it reads a key);
 //! - `catch_unwind` around every notatin call as a last line of defence: notatin indexes
-//!   slices in places and may panic on crafted input; a panic becomes an [`Error::Corrupt`];
-//! - key lookup one path segment at a time, taking the first matching subkey, so duplicate or
-//!   self-referencing subkey lists cannot make a lookup explode.
+//!   slices in places and may panic on crafted input; a panic becomes an [`Error::Corrupt`]
+//!   (the default panic hook still prints it on stderr);
+//! - key lookup one path segment at a time, taking the first matching subkey, refusing a
+//!   subkey that is the key itself or a parent (cyclic lists), so no walk can run forever;
+//! - memoised lookups and listings, since the analyses ask for the same keys repeatedly.
+//!
+//! Names compare case-insensitively as notatin does it (ASCII case folding).
+//! notatin finds the root key as the first cell of the first hive bin (where Windows puts it).
 
 use std::collections::HashMap;
 use std::io::Cursor;
