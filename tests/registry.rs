@@ -397,9 +397,17 @@ fn real_win7_vmware_system() {
             ("vmrawdsk", false),
             ("VMTools", true),
             ("VMUpgradeHelper", true),
+            ("VMMouse", true),
         ]
     );
-    assert!(found.iter().all(|c| c.kind == ConflictKind::Service));
+    // VMware's mouse filter sits on the PS/2 mouse device itself.
+    let f = found.last().unwrap();
+    assert_eq!(f.kind, ConflictKind::DeviceFilter);
+    assert_eq!(
+        f.registry_path,
+        "ControlSet001\\Enum\\ACPI\\PNP0F13\\4&25ee97c0&0\\UpperFilters"
+    );
+    assert!(found[..8].iter().all(|c| c.kind == ConflictKind::Service));
     for hyperv in ["vmbus", "VMBusHID"] {
         assert!(
             !found.iter().any(|c| c.name.eq_ignore_ascii_case(hyperv)),
@@ -901,6 +909,19 @@ fn conflicting_suites_enabled_and_disabled() {
                     ),
                 ],
             );
+            // And a device-level filter naming the last one.
+            sys.key(
+                &format!("{CS}\\Enum\\PCI\\VEN_15AD&DEV_0405\\3&61aaa01&0&78"),
+                &[
+                    ("Service", V::Sz("vga")),
+                    (
+                        "LowerFilters",
+                        V::Multi(vec![Box::leak(
+                            services[services.len() - 1].to_string().into_boxed_str(),
+                        )]),
+                    ),
+                ],
+            );
             let mut soft = software_reg(true);
             soft.key(
                 "Microsoft\\Windows\\CurrentVersion\\Uninstall\\Tools",
@@ -930,6 +951,16 @@ fn conflicting_suites_enabled_and_disabled() {
             assert_eq!(
                 f.registry_path,
                 "ControlSet001\\Control\\Class\\{4D36E96F-E325-11CE-BFC1-08002BE10318}\\UpperFilters"
+            );
+            let d = found
+                .iter()
+                .find(|c| c.kind == ConflictKind::DeviceFilter)
+                .unwrap_or_else(|| panic!("no device filter in {found:#?}"));
+            assert_eq!(d.name, services[services.len() - 1]);
+            assert_eq!(d.enabled, start != 4);
+            assert_eq!(
+                d.registry_path,
+                "ControlSet001\\Enum\\PCI\\VEN_15AD&DEV_0405\\3&61aaa01&0&78\\LowerFilters"
             );
             let a = found
                 .iter()

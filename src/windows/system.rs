@@ -170,6 +170,58 @@ pub fn class_filters(system: &Hive, cs: &ControlSet) -> Result<Vec<ClassFilters>
     Ok(out)
 }
 
+/// Upper/lower filters of one device instance under `<ControlSet>\Enum`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DeviceFilters {
+    /// Device instance path, e.g. `ACPI\PNP0F13\4&25ee97c0&0`.
+    pub instance_id: String,
+    pub registry_path: String,
+    /// The device's function driver (Service value).
+    pub service: Option<String>,
+    pub upper_filters: Vec<String>,
+    pub lower_filters: Vec<String>,
+}
+
+/// Most device instance keys walked under Enum.
+pub const MAX_DEVICE_KEYS: usize = 100_000;
+
+/// Device instances under `<ControlSet>\Enum\<enumerator>\<device>\<instance>` that have
+/// UpperFilters or LowerFilters. Errors beyond [`MAX_DEVICE_KEYS`] instance keys.
+pub fn device_filters(system: &Hive, cs: &ControlSet) -> Result<Vec<DeviceFilters>> {
+    let mut out = Vec::new();
+    let mut seen = 0usize;
+    for bus in system.subkeys_of(&format!("{}\\Enum", cs.name))?.iter() {
+        for dev in system.subkeys(bus)? {
+            let instances = system.subkeys(&dev)?;
+            seen += instances.len();
+            if seen > MAX_DEVICE_KEYS {
+                return Err(crate::Error::corrupt(
+                    system.name(),
+                    format!(
+                        "{}\\Enum holds more than {MAX_DEVICE_KEYS} device instances",
+                        cs.name
+                    ),
+                ));
+            }
+            for inst in instances {
+                let upper = inst.multi_sz("UpperFilters").unwrap_or_default();
+                let lower = inst.multi_sz("LowerFilters").unwrap_or_default();
+                if upper.is_empty() && lower.is_empty() {
+                    continue;
+                }
+                out.push(DeviceFilters {
+                    instance_id: format!("{}\\{}\\{}", bus.name(), dev.name(), inst.name()),
+                    registry_path: inst.path().to_string(),
+                    service: inst.nonempty_string("Service"),
+                    upper_filters: upper,
+                    lower_filters: lower,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// An entry of `Control\CriticalDeviceDatabase`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CriticalDevice {
