@@ -383,7 +383,31 @@ fn real_win7_vmware_system() {
             c.registry_path
         );
     }
-    assert!(services["VMTools"].enabled);
+    // Exactly VMware's services (found by name in the table; vmdebug and VMUpgradeHelper
+    // too), enabled unless Start=4.
+    let all: Vec<(&str, bool)> = found.iter().map(|c| (c.name.as_str(), c.enabled)).collect();
+    assert_eq!(
+        all,
+        vec![
+            ("vm3dmp", true),
+            ("vmci", true),
+            ("vmdebug", true),
+            ("VMMEMCTL", true),
+            ("vmmouse", true),
+            ("vmrawdsk", false),
+            ("VMTools", true),
+            ("VMUpgradeHelper", true),
+            ("VMMouse", true),
+        ]
+    );
+    // VMware's mouse filter sits on the PS/2 mouse device itself.
+    let f = found.last().unwrap();
+    assert_eq!(f.kind, ConflictKind::DeviceFilter);
+    assert_eq!(
+        f.registry_path,
+        "ControlSet001\\Enum\\ACPI\\PNP0F13\\4&25ee97c0&0\\UpperFilters"
+    );
+    assert!(found[..8].iter().all(|c| c.kind == ConflictKind::Service));
     for hyperv in ["vmbus", "VMBusHID"] {
         assert!(
             !found.iter().any(|c| c.name.eq_ignore_ascii_case(hyperv)),
@@ -403,8 +427,26 @@ fn real_win7_vmware_system() {
     assert_eq!(os.control_set, "ControlSet001");
     assert_eq!(os.architecture.as_deref(), Some("x86"));
     assert!(os.services.len() > 200, "{}", os.services.len());
-    assert!(os.host_name.is_some());
-    assert!(!os.drive_letters.is_empty());
+    assert_eq!(os.host_name.as_deref(), Some("WKS-WIN732BITA"));
+    assert_eq!(os.time_zone.as_deref(), Some("Eastern Standard Time"));
+    let c = os.drive_letters.iter().find(|d| d.letter == "C:").unwrap();
+    assert_eq!(
+        serde_json::to_string(&c.target).unwrap(),
+        r#"{"kind":"mbr","disk_signature":"5cbea03e","offset":1048576}"#
+    );
+    assert_eq!(os.drive_letters.len(), 4);
+    // What this machine would warn about: hibernation and two static addresses.
+    let w = extra_warnings(&system, &software).unwrap();
+    let kinds: Vec<WarningKind> = w.iter().map(|w| w.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            WarningKind::Hibernation,
+            WarningKind::StaticIp,
+            WarningKind::StaticIp
+        ]
+    );
+    assert!(w[1].message.contains("10.3.58.5"), "{}", w[1].message);
 }
 
 #[test]
@@ -867,6 +909,19 @@ fn conflicting_suites_enabled_and_disabled() {
                     ),
                 ],
             );
+            // And a device-level filter naming the last one.
+            sys.key(
+                &format!("{CS}\\Enum\\PCI\\VEN_15AD&DEV_0405\\3&61aaa01&0&78"),
+                &[
+                    ("Service", V::Sz("vga")),
+                    (
+                        "LowerFilters",
+                        V::Multi(vec![Box::leak(
+                            services[services.len() - 1].to_string().into_boxed_str(),
+                        )]),
+                    ),
+                ],
+            );
             let mut soft = software_reg(true);
             soft.key(
                 "Microsoft\\Windows\\CurrentVersion\\Uninstall\\Tools",
@@ -896,6 +951,16 @@ fn conflicting_suites_enabled_and_disabled() {
             assert_eq!(
                 f.registry_path,
                 "ControlSet001\\Control\\Class\\{4D36E96F-E325-11CE-BFC1-08002BE10318}\\UpperFilters"
+            );
+            let d = found
+                .iter()
+                .find(|c| c.kind == ConflictKind::DeviceFilter)
+                .unwrap_or_else(|| panic!("no device filter in {found:#?}"));
+            assert_eq!(d.name, services[services.len() - 1]);
+            assert_eq!(d.enabled, start != 4);
+            assert_eq!(
+                d.registry_path,
+                "ControlSet001\\Enum\\PCI\\VEN_15AD&DEV_0405\\3&61aaa01&0&78\\LowerFilters"
             );
             let a = found
                 .iter()
@@ -1115,7 +1180,7 @@ fn self_referencing_subkey_lists() {
     r.key("Loop\\Inner", &[("x", V::Dword(1))]);
     let good = hivex(&r);
 
-    // The root's subkey list points at the root itself: lookups and listings end.
+    // The root's subkey list points at the root itself: a clear error, no endless walk.
     let mut b = good.clone();
     let root = le32(&b, 36);
     let (list, _) = root_list(&b);
@@ -1124,23 +1189,40 @@ fn self_referencing_subkey_lists() {
     let t = std::time::Instant::now();
     let h = Hive::open("self-list", &b, &[]).unwrap();
     let root_name = h.root_name().to_string();
-    let mut path = String::new();
-    for _ in 0..50 {
-        path.push_str(&root_name);
-        path.push('\\');
-    }
-    let k = h.key(&path).unwrap();
-    assert!(k.is_some(), "the loop is followed, one level per segment");
+    let mut errors = vec![
+        h.key(&format!("{root_name}\\{root_name}")).unwrap_err(),
+        h.subkeys(&h.root()).unwrap_err(),
+    ];
     assert!(h.key("Loop\\Inner").unwrap().is_none());
-    let subs = h.subkeys(&h.root()).unwrap();
-    assert_eq!(subs.len(), 1);
-    let too_deep = format!("{path}{path}");
-    let e = h.key(&too_deep).unwrap_err().to_string();
-    assert!(e.contains("deeper than"), "{e}");
+    // Not a SYSTEM hive at all: a clear error too.
+    let e = os_identity(&h, &h).unwrap_err().to_string();
     assert!(
-        os_identity(&h, &h).is_err(),
-        "no control set: a clear error"
+        e.starts_with("self-list") && e.contains("no control set"),
+        "{e}"
     );
+
+    // A child whose subkey list points back at its parent.
+    let mut b = good.clone();
+    let (_, child) = root_list(&b);
+    let nk = 4096 + child;
+    assert_eq!(&b[nk + 4..nk + 6], b"nk");
+    let clist = 4096 + le32(&b, nk + 4 + 28);
+    b[clist + 8..clist + 12].copy_from_slice(&(root as u32).to_le_bytes());
+    let h = Hive::open("parent-loop", &b, &[]).unwrap();
+    errors.push(h.key(&format!("Loop\\{root_name}\\Loop")).unwrap_err());
+    let lp = h.key("Loop").unwrap().unwrap();
+    errors.push(h.subkeys(&lp).unwrap_err());
+    for e in errors {
+        let e = e.to_string();
+        assert!(e.contains("cyclic subkey lists"), "{e}");
+    }
+    // Path depth is capped.
+    let deep = vec!["a"; 100].join("\\");
+    assert!(h
+        .key(&deep)
+        .unwrap_err()
+        .to_string()
+        .contains("deeper than"));
     assert!(t.elapsed().as_secs() < 5);
 
     // An ri index pointing at itself (notatin would recurse until the stack overflows):
@@ -1192,6 +1274,14 @@ fn dirty_hive_log_replay_changes_the_virtio_verdict() {
     assert!(r.dirty && r.logs_applied, "{r:#?}");
     assert_eq!(r.logs_supplied, 1);
     assert!(r.log_entries >= 1 && r.log_dirty_pages >= 1, "{r:#?}");
+    assert!(
+        r.pages_changed >= 1 && r.pages_changed <= r.log_dirty_pages,
+        "{r:#?}"
+    );
+    assert_eq!(
+        r.bytes_added, 4096,
+        "the generator's log grows the hive by one page"
+    );
     assert_eq!(
         r.sequence_after_replay,
         Some(r.secondary_sequence + r.log_entries as u32 - 1)
@@ -1213,5 +1303,165 @@ fn dirty_hive_log_replay_changes_the_virtio_verdict() {
     assert_eq!(
         virtio_storage(&h, &software, &present).unwrap().state,
         VirtioState::NotInstalled
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// BCD stores written by hivexregedit: default loader, no default, bootmgr only
+
+fn bcd(objects: &[(&str, &[(&str, &'static str)])]) -> Hive {
+    let mut r = Reg::default();
+    for (guid, elems) in objects {
+        r.key(
+            &format!("Objects\\{guid}\\Description"),
+            &[("Type", V::Dword(0x10200003))],
+        );
+        for (elem, val) in elems.iter() {
+            r.key(
+                &format!("Objects\\{guid}\\Elements\\{elem}"),
+                &[("Element", V::Sz(val))],
+            );
+        }
+    }
+    open("BCD", &hivex(&r))
+}
+
+#[test]
+fn bcd_firmware_decisions() {
+    if !have_hivex() {
+        return;
+    }
+    const BOOTMGR: &str = "{9dea862c-5cdd-4e70-acc1-f32b344d4795}";
+    const LOADER: &str = "{aaaaaaaa-0000-0000-0000-000000000001}";
+    // Default loader with an upper-case EFI path; the GUID in another case than the key.
+    let h = bcd(&[
+        (
+            BOOTMGR,
+            &[("23000003", "{AAAAAAAA-0000-0000-0000-000000000001}")],
+        ),
+        (
+            LOADER,
+            &[
+                ("12000002", "\\WINDOWS\\SYSTEM32\\WINLOAD.EFI"),
+                ("12000004", "Windows Server"),
+            ],
+        ),
+    ]);
+    let b = bcd_boot(&h).unwrap();
+    assert_eq!(b.firmware, Firmware::Efi, "{b:?}");
+    assert_eq!(b.loader_description.as_deref(), Some("Windows Server"));
+    assert!(b
+        .default_loader_registry_path
+        .unwrap()
+        .ends_with("Elements\\23000003\\Element"));
+
+    // No default: the only OS loader decides.
+    let h = bcd(&[
+        (BOOTMGR, &[("12000004", "Windows Boot Manager")]),
+        (LOADER, &[("12000002", "\\Windows\\system32\\winload.exe")]),
+    ]);
+    let b = bcd_boot(&h).unwrap();
+    assert_eq!(b.firmware, Firmware::Bios, "{b:?}");
+    assert!(b.default_loader.is_none());
+    assert!(b.evidence.contains("no usable default"), "{}", b.evidence);
+
+    // Default names a missing object; bootmgr's own .efi path decides.
+    let h = bcd(&[(
+        BOOTMGR,
+        &[
+            ("23000003", "{bbbbbbbb-0000-0000-0000-000000000002}"),
+            ("12000002", "\\EFI\\Microsoft\\Boot\\bootmgfw.efi"),
+        ],
+    )]);
+    let b = bcd_boot(&h).unwrap();
+    assert_eq!(b.firmware, Firmware::Efi, "{b:?}");
+    assert!(b.evidence.contains("boot manager"), "{}", b.evidence);
+
+    // Nothing to go on.
+    let h = bcd(&[(BOOTMGR, &[("12000004", "Windows Boot Manager")])]);
+    let b = bcd_boot(&h).unwrap();
+    assert_eq!(b.firmware, Firmware::Unknown, "{b:?}");
+    assert!(!b.evidence.is_empty());
+}
+
+#[test]
+fn hive_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Hive>();
+    check::<imgcheck::windows::Key>();
+}
+
+/// Offset (hive-bins-relative) of the root's subkey named `name` (lh/lf list, compressed names).
+fn child_nk(b: &[u8], name: &str) -> usize {
+    let (list, _) = root_list(b);
+    let l = 4096 + list;
+    let count = u16::from_le_bytes([b[l + 6], b[l + 7]]) as usize;
+    for i in 0..count {
+        let nk = le32(b, l + 8 + 8 * i);
+        let c = 4096 + nk;
+        let len = u16::from_le_bytes([b[c + 76], b[c + 77]]) as usize;
+        if &b[c + 80..c + 80 + len] == name.as_bytes() {
+            return nk;
+        }
+    }
+    panic!("{name} not found");
+}
+
+#[test]
+fn memory_bombs_are_refused() {
+    if !have_hivex() {
+        return;
+    }
+    let mut r = Reg::default();
+    let names: Vec<String> = (0..2000).map(|i| format!("v{i}")).collect();
+    let values: Vec<(&str, V)> = names.iter().map(|n| (n.as_str(), V::Dword(1))).collect();
+    r.key("Bomb", &values);
+    for i in 0..600 {
+        r.key(&format!("Many\\k{i}"), &[]);
+    }
+    let good = hivex(&r);
+    {
+        let h = open("good", &good);
+        assert_eq!(h.key("Bomb").unwrap().unwrap().values().len(), 2000);
+        assert_eq!(h.subkeys_of("Many").unwrap().len(), 600);
+    }
+    let bins = le32(&good, 40);
+    let bomb = 4096 + child_nk(&good, "Bomb");
+    let vlist = 4096 + le32(&good, bomb + 44);
+    let vk0 = le32(&good, vlist + 4);
+
+    // Every value of Bomb is the same value whose data is most of the hive: notatin would copy
+    // (and hash) 2000 times ~100 KB.
+    let mut b = good.clone();
+    let v = 4096 + vk0;
+    b[v + 8..v + 12].copy_from_slice(&((bins - 64) as u32).to_le_bytes());
+    b[v + 12..v + 16].copy_from_slice(&0u32.to_le_bytes());
+    for i in 0..2000 {
+        b[vlist + 4 + 4 * i..vlist + 8 + 4 * i].copy_from_slice(&(vk0 as u32).to_le_bytes());
+    }
+    let h = Hive::open("value-bomb", &b, &[]).unwrap();
+    let e = h.key("Bomb").unwrap_err().to_string();
+    assert!(
+        e.starts_with("value-bomb") && e.contains("MiB of data"),
+        "{e}"
+    );
+    assert!(h.subkeys(&h.root()).is_err());
+
+    // Many's subkey list becomes an ri index naming its 600-entry list 500 times (300000
+    // entries; the same trick with 65535 x 65535 would ask notatin for 4 billion).
+    let mut b = good.clone();
+    let many = 4096 + child_nk(&b, "Many");
+    let lh = le32(&b, many + 32);
+    b[vlist + 4..vlist + 6].copy_from_slice(b"ri");
+    b[vlist + 6..vlist + 8].copy_from_slice(&500u16.to_le_bytes());
+    for i in 0..500 {
+        b[vlist + 8 + 4 * i..vlist + 12 + 4 * i].copy_from_slice(&(lh as u32).to_le_bytes());
+    }
+    b[many + 32..many + 36].copy_from_slice(&((vlist - 4096) as u32).to_le_bytes());
+    let h = Hive::open("fan-out", &b, &[]).unwrap();
+    let e = h.key("Many\\k1").unwrap_err().to_string();
+    assert!(
+        e.starts_with("fan-out") && e.contains("more than 262144 entries"),
+        "{e}"
     );
 }

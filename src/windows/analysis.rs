@@ -556,6 +556,8 @@ pub enum ConflictKind {
     ClassFilter,
     /// A service's own UpperFilters/LowerFilters names a conflicting driver.
     ServiceFilter,
+    /// A device instance's (`Enum\...`) UpperFilters/LowerFilters names a conflicting driver.
+    DeviceFilter,
 }
 
 /// One conflicting item.
@@ -749,8 +751,8 @@ pub fn suite_of_application(display_name: &str) -> Option<Suite> {
         .map(|(s, _)| *s)
 }
 
-/// Finds conflicting guest tools: services, Uninstall entries, and class/service filters naming
-/// their drivers.
+/// Finds conflicting guest tools: services, Uninstall entries, and class, device (`Enum`) and
+/// service filters naming their drivers.
 pub fn conflicts(system: &Hive, software: &Hive) -> Result<Vec<Conflict>> {
     let cs = system::require_control_set(system)?;
     let services = system::services(system, &cs)?;
@@ -817,6 +819,25 @@ pub fn conflicts(system: &Hive, software: &Hive) -> Result<Vec<Conflict>> {
                                 .map(|n| format!(" ({n})"))
                                 .unwrap_or_default()
                         ),
+                    );
+                }
+            }
+        }
+    }
+    for d in system::device_filters(system, &cs)? {
+        for (list, vname) in [
+            (&d.upper_filters, "UpperFilters"),
+            (&d.lower_filters, "LowerFilters"),
+        ] {
+            for f in list {
+                let image = find_service(f).and_then(|x| x.image_path.as_deref());
+                if let Some(suite) = suite_of_service(f, image) {
+                    filter(
+                        suite,
+                        ConflictKind::DeviceFilter,
+                        f,
+                        format!("{}\\{vname}", d.registry_path),
+                        format!("{vname} of device {}", d.instance_id),
                     );
                 }
             }

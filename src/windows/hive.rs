@@ -9,14 +9,24 @@
 //!   `catch_unwind` can catch. Windows never nests `ri` lists, so an `ri` whose items point at
 //!   another `ri` is refused. To check the bytes notatin will read, we keep our own copy of the
 //!   hive with the transaction logs replayed by the same rules ([`marvin32`] hashes included);
+//! - the same check refuses memory bombs notatin would build: `ri` fan-out beyond
+//!   [`MAX_SUBKEYS`] entries (notatin trusts the lists, not the key's subkey count), and keys
+//!   whose values claim more than [`MAX_KEY_DATA`] bytes or [`MAX_VALUES`] values (notatin copies
+//!   and hashes every value's data when it reads a key);
 //! - `catch_unwind` around every notatin call as a last line of defence: notatin indexes
-//!   slices in places and may panic on crafted input; a panic becomes an [`Error::Corrupt`];
-//! - key lookup one path segment at a time, taking the first matching subkey, so duplicate or
-//!   self-referencing subkey lists cannot make a lookup explode.
+//!   slices in places and may panic on crafted input; a panic becomes an [`Error::Corrupt`]
+//!   (the default panic hook still prints it on stderr);
+//! - key lookup one path segment at a time, taking the first matching subkey, refusing a
+//!   subkey that is the key itself or a parent (cyclic lists), so no walk can run forever;
+//! - memoised lookups and listings, since the analyses ask for the same keys repeatedly.
+//!
+//! Names compare case-insensitively as notatin does it (ASCII case folding).
+//! notatin finds the root key as the first cell of the first hive bin (where Windows puts it).
 
+use std::collections::HashMap;
 use std::io::Cursor;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use notatin::cell_key_node::CellKeyNode;
 use notatin::parser::Parser;
@@ -162,6 +172,8 @@ pub struct Key {
     values: Vec<Value>,
     subkey_count: u32,
     node: CellKeyNode,
+    /// File offsets of the keys from the root down to this one, to refuse cycles.
+    chain: Arc<Vec<usize>>,
 }
 
 /// Registry names compare case-insensitively (Windows upcases; Unicode lowercase is close
@@ -174,7 +186,7 @@ pub fn name_eq(a: &str, b: &str) -> bool {
 }
 
 impl Key {
-    fn from_node(node: CellKeyNode, path: String) -> Key {
+    fn from_node(node: CellKeyNode, path: String, chain: Arc<Vec<usize>>) -> Key {
         let values = node
             .value_iter()
             .map(|v| {
@@ -191,6 +203,7 @@ impl Key {
             path,
             values,
             node,
+            chain,
         }
     }
 
@@ -274,6 +287,12 @@ pub struct ReplayInfo {
     pub log_dirty_pages: usize,
     /// notatin replayed log entries onto the primary.
     pub logs_applied: bool,
+    /// Dirty pages (4 KiB) whose bytes a replay changes. notatin itself cannot say which keys
+    /// changed without its costly recover-deleted mode: to see what the replay changed in an
+    /// analysis, open the primary alone as well and compare the results.
+    pub pages_changed: usize,
+    /// Bytes the replay adds to the hive (the hive grew).
+    pub bytes_added: usize,
     /// Sequence number after replay.
     pub sequence_after_replay: Option<u32>,
     /// notatin's own notes about the base block and the logs (skipped entries, hash mismatches...).
@@ -287,8 +306,24 @@ pub struct Hive {
     root: CellKeyNode,
     root_prefix_len: usize,
     replay: ReplayInfo,
-    /// Our copy of the hive bytes after replay, to check subkey lists before notatin reads them.
-    mirror: Vec<u8>,
+    /// Our copy of the hive bytes after replay, to check subkey lists before notatin reads them
+    /// (the primary's bytes themselves, shared with notatin's input, when nothing is replayed).
+    mirror: Arc<Vec<u8>>,
+    /// Memoised lookups and listings (analyses ask for the same keys repeatedly), bounded.
+    keys: Mutex<HashMap<String, Option<Key>>>,
+    lists: Mutex<HashMap<String, Arc<Vec<Key>>>>,
+}
+
+/// Most memoised lookups and listings per hive.
+const CACHE_ENTRIES: usize = 4096;
+
+/// Hive bytes shared between notatin's input cursor and our mirror.
+struct Shared(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for Shared {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 impl std::fmt::Debug for Hive {
@@ -493,17 +528,18 @@ fn parse_log(log: &[u8]) -> (u32, Vec<LogEntry<'_>>) {
 /// oldest first; an entry is applied when its hashes are right, its sequence number is not
 /// below the primary's secondary sequence number and follows the previous one; the hive grows
 /// to the entry's hive bins size). Used to check subkey lists before notatin follows them.
-/// Returns the number of entries applied.
+/// Returns the number of entries applied and of dirty pages that changed bytes.
 fn mirror_replay(
     buf: &mut Vec<u8>,
     secondary: u32,
     logs: &[(u32, Vec<LogEntry>)],
     cap: usize,
-) -> usize {
+) -> (usize, usize) {
     let mut order: Vec<&(u32, Vec<LogEntry>)> = logs.iter().collect();
     order.sort_by_key(|l| l.0);
     let mut last = 0u32;
     let mut applied = 0;
+    let mut changed = 0;
     for (log_seq, entries) in order {
         if *log_seq < secondary || (last != 0 && *log_seq != last.wrapping_add(1)) {
             continue;
@@ -525,14 +561,155 @@ fn mirror_replay(
             for (off, bytes) in &e.pages {
                 let at = HBIN_START + off;
                 if let Some(dst) = buf.get_mut(at..at + bytes.len()) {
-                    dst.copy_from_slice(bytes);
+                    if dst != *bytes {
+                        changed += 1;
+                        dst.copy_from_slice(bytes);
+                    }
                 }
             }
             last = e.sequence;
             applied += 1;
         }
     }
-    applied
+    (applied, changed)
+}
+
+/// Most values per key accepted (real keys have at most a few thousand).
+pub const MAX_VALUES: usize = 65_536;
+/// Most value data one key may claim (notatin copies every value's data when it reads a key).
+pub const MAX_KEY_DATA: u64 = 64 << 20;
+
+/// The cell at a hive-bins-relative offset, if inside the buffer.
+fn cell_at(b: &[u8], rel: usize) -> Option<&[u8]> {
+    b.get(HBIN_START.checked_add(rel)?..)
+}
+
+fn sig_at(b: &[u8], rel: usize) -> Option<[u8; 2]> {
+    let c = cell_at(b, rel)?;
+    Some([*c.get(4)?, *c.get(5)?])
+}
+
+/// Subkey offsets of the list at `list` the way notatin reads it (an `ri` index of lf/lh/li
+/// lists, or one lf/lh/li list), refusing nested `ri` indexes and more than [`MAX_SUBKEYS`]
+/// entries in all (an `ri` of 65535 lists of 65535 entries would make notatin allocate
+/// gigabytes, whatever the key node's subkey count says).
+fn subkey_offsets(b: &[u8], list: usize) -> Result<Vec<usize>, String> {
+    let leaf = |rel: usize, out: &mut Vec<usize>| -> Result<(), String> {
+        let Some(c) = cell_at(b, rel) else {
+            return Ok(());
+        };
+        let (Some(sig), Some(count)) = (c.get(4..6), c.get(6..8)) else {
+            return Ok(());
+        };
+        let count = le16(count, 0) as usize;
+        let step = match sig {
+            b"lf" | b"lh" => 8,
+            b"li" => 4,
+            b"ri" => {
+                return Err(format!(
+                    "its ri subkey index points at another ri index at offset {} (nested or cyclic subkey lists)",
+                    HBIN_START + rel
+                ))
+            }
+            _ => return Ok(()),
+        };
+        if out.len() + count > MAX_SUBKEYS as usize {
+            return Err(format!(
+                "its subkey lists hold more than {MAX_SUBKEYS} entries"
+            ));
+        }
+        for k in 0..count {
+            let Some(e) = c.get(8 + step * k..12 + step * k) else {
+                break;
+            };
+            out.push(le32(e, 0) as usize);
+        }
+        Ok(())
+    };
+    let mut out = Vec::new();
+    if sig_at(b, list) == Some(*b"ri") {
+        let c = cell_at(b, list).unwrap_or_default();
+        let count = c.get(6..8).map(|x| le16(x, 0)).unwrap_or(0) as usize;
+        for k in 0..count {
+            let Some(e) = c.get(8 + 4 * k..12 + 4 * k) else {
+                break;
+            };
+            leaf(le32(e, 0) as usize, &mut out)?;
+        }
+    } else {
+        leaf(list, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// Refuses a key node whose values notatin would turn into a memory bomb: more than
+/// [`MAX_VALUES`] values, or more than [`MAX_KEY_DATA`] bytes of data claimed in all (value
+/// lists may name the same big value many times).
+fn check_values(b: &[u8], nk: usize) -> Result<(), String> {
+    let Some(c) = cell_at(b, nk) else {
+        return Ok(());
+    };
+    if c.get(4..6) != Some(b"nk") || c.len() < 48 {
+        return Ok(());
+    }
+    let count = le32(c, 40) as usize;
+    if count == 0 || count > 1024 * 1024 {
+        return Ok(()); // notatin skips keys claiming more than 1M values
+    }
+    if count > MAX_VALUES {
+        return Err(format!(
+            "a subkey (cell at {}) claims {count} values, more than {MAX_VALUES}",
+            HBIN_START + nk
+        ));
+    }
+    let list = le32(c, 44) as usize;
+    let Some(l) = cell_at(b, list) else {
+        return Ok(());
+    };
+    let mut total = 0u64;
+    for k in 0..count {
+        let Some(e) = l.get(4 + 4 * k..8 + 4 * k) else {
+            break;
+        };
+        let Some(vk) = cell_at(b, le32(e, 0) as usize) else {
+            continue;
+        };
+        if vk.get(4..6) != Some(b"vk") || vk.len() < 12 {
+            continue;
+        }
+        // What notatin copies: nothing for resident data; for big data (over 16344 bytes in a
+        // "db" cell) up to 16344 bytes per segment; else the data if it lies inside the hive.
+        let size = le32(vk, 8);
+        if size & 0x8000_0000 == 0 {
+            let data = le32(vk, 12) as usize;
+            let size = size as u64;
+            total += match cell_at(b, data) {
+                Some(d) if size > 16344 && d.get(4..6) == Some(b"db") => {
+                    let segments = d.get(6..8).map(|x| le16(x, 0)).unwrap_or(0) as u64;
+                    size.min(segments * 16344)
+                }
+                Some(d) if size + 4 <= d.len() as u64 => size,
+                _ => 0,
+            };
+        }
+        if total > MAX_KEY_DATA {
+            return Err(format!(
+                "the values of a subkey (cell at {}) claim more than {} MiB of data",
+                HBIN_START + nk,
+                MAX_KEY_DATA >> 20
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks what notatin will read when it follows the subkey list at `list`: the list itself
+/// ([`subkey_offsets`]) and each subkey's values ([`check_values`]).
+fn check_subkeys(b: &[u8], list: usize) -> Result<(), String> {
+    for nk in subkey_offsets(b, list)? {
+        check_values(b, nk)?;
+    }
+    Ok(())
 }
 
 impl Hive {
@@ -541,7 +718,13 @@ impl Hive {
     /// When the primary is dirty, notatin replays the logs' entries whose hashes and sequence
     /// numbers are valid; [`Hive::replay`] says what happened.
     pub fn open(name: &str, primary: &[u8], logs: &[&[u8]]) -> Result<Hive> {
-        let (seq1, seq2, checksum_ok) = check_primary(name, primary)?;
+        check_primary(name, primary)?;
+        Self::open_vec(name, primary.to_vec(), logs)
+    }
+
+    /// [`Hive::open`] taking the primary's bytes by value (saves a copy of a big hive).
+    pub fn open_vec(name: &str, primary: Vec<u8>, logs: &[&[u8]]) -> Result<Hive> {
+        let (seq1, seq2, checksum_ok) = check_primary(name, &primary)?;
         let mut replay = ReplayInfo {
             primary_sequence: seq1,
             secondary_sequence: seq2,
@@ -568,26 +751,61 @@ impl Hive {
                     .push("a transaction log without a regf base block was ignored".into());
                 continue;
             }
+            if log.len() >= 516 && &log[512..516] == b"DIRT" {
+                replay.notes.push(
+                    "a transaction log is in the old format (DIRT, Windows 8 and earlier): not replayed"
+                        .into(),
+                );
+            }
             let (seq, entries) = parse_log(log);
             replay.log_entries += entries.len();
             replay.log_dirty_pages += entries.iter().map(|e| e.pages.len()).sum::<usize>();
             parsed.push((seq, entries));
         }
         replay.logs_supplied = logs.len();
-        let mut mirror = primary.to_vec();
-        if replay.dirty && !parsed.is_empty() {
-            mirror_replay(&mut mirror, seq2, &parsed, MAX_HIVE_SIZE);
-        }
+        let primary = Arc::new(primary);
+        let mirror = if replay.dirty && !parsed.is_empty() {
+            let mut m = primary.to_vec();
+            let (_, changed) = mirror_replay(&mut m, seq2, &parsed, MAX_HIVE_SIZE);
+            replay.pages_changed = changed;
+            replay.bytes_added = m.len().saturating_sub(primary.len());
+            Arc::new(m)
+        } else {
+            primary.clone()
+        };
         drop(parsed);
 
-        let mut builder = ParserBuilder::from_file(Cursor::new(primary.to_vec()));
+        let mut builder = ParserBuilder::from_file(Cursor::new(Shared(primary)));
         for log in &logs {
             if log.len() >= 512 && &log[..4] == b"regf" {
                 builder.with_transaction_log(Cursor::new(log.to_vec()));
             }
         }
-        let mut parser = guarded(name, "opening the hive", move || builder.build())?
-            .map_err(|e| Error::corrupt(name, format!("malformed registry hive: {e}")))?;
+        let root_rel = le32(&mirror, 36) as usize;
+        let root_first = root_rel == 0x20;
+        // notatin reads the root's values (and those of the first cell) while opening.
+        for nk in [root_rel, 0x20] {
+            check_values(&mirror, nk).map_err(|msg| {
+                Error::corrupt(
+                    name,
+                    format!(
+                        "registry hive: root key: {}",
+                        msg.replace("a subkey", "the key")
+                    ),
+                )
+            })?;
+        }
+        let mut parser =
+            guarded(name, "opening the hive", move || builder.build())?.map_err(|e| {
+                // notatin reads the root key from the first cell of the first hive bin (where
+                // Windows puts it), not from the base block's root cell offset.
+                let hint = if root_first {
+                    ""
+                } else {
+                    " (the root key is not the first cell of the first hive bin)"
+                };
+                Error::corrupt(name, format!("malformed registry hive: {e}{hint}"))
+            })?;
         if let Some(notes) = parser.get_parse_logs().get() {
             for n in notes {
                 // notatin writes this note even when no entry could be applied (then with
@@ -618,6 +836,8 @@ impl Hive {
             root_prefix_len,
             replay,
             mirror,
+            keys: Mutex::new(HashMap::new()),
+            lists: Mutex::new(HashMap::new()),
         })
     }
 
@@ -645,40 +865,22 @@ impl Hive {
         })
     }
 
-    /// Refuses a subkey list that notatin would follow into nested `ri` indexes.
+    /// Checks a key's subkey list and its subkeys' values before notatin reads them (see
+    /// [`check_subkeys`]).
     fn check_list(&self, node: &CellKeyNode) -> Result<()> {
         if node.detail.number_of_sub_keys() == 0 {
             return Ok(());
         }
-        let b = &self.mirror;
-        let is_ri = |rel: usize| {
-            b.get(HBIN_START + rel + 4..HBIN_START + rel + 6)
-                .is_some_and(|s| s == b"ri")
-        };
-        let list = node.detail.sub_keys_list_offset_relative() as usize;
-        if !is_ri(list) {
-            return Ok(());
-        }
-        let at = HBIN_START + list;
-        let count = b.get(at + 6..at + 8).map(|c| le16(c, 0)).unwrap_or(0) as usize;
-        for k in 0..count {
-            let Some(item) = b.get(at + 8 + 4 * k..at + 12 + 4 * k) else {
-                break;
-            };
-            let target = le32(item, 0) as usize;
-            if is_ri(target) {
-                return Err(Error::corrupt(
-                    &self.name,
-                    format!(
-                        "registry key {:?}: its ri subkey index at offset {} points at another ri index at offset {} (nested or cyclic subkey lists)",
-                        self.rel_path(node),
-                        at,
-                        HBIN_START + target
-                    ),
-                ));
-            }
-        }
-        Ok(())
+        check_subkeys(
+            &self.mirror,
+            node.detail.sub_keys_list_offset_relative() as usize,
+        )
+        .map_err(|msg| {
+            Error::corrupt(
+                &self.name,
+                format!("registry key {:?}: {msg}", self.rel_path(node)),
+            )
+        })
     }
 
     fn rel_path(&self, node: &CellKeyNode) -> String {
@@ -691,12 +893,30 @@ impl Hive {
 
     /// The root key.
     pub fn root(&self) -> Key {
-        Key::from_node(self.root.clone(), String::new())
+        Key::from_node(
+            self.root.clone(),
+            String::new(),
+            Arc::new(vec![self.root.file_offset_absolute]),
+        )
     }
 
     /// A key by backslash-separated path from the root (case-insensitive; leading, trailing
     /// and doubled backslashes ignored). `Ok(None)` when it does not exist.
     pub fn key(&self, path: &str) -> Result<Option<Key>> {
+        let norm = cache_key(path);
+        if let Some(k) = self.keys.lock().ok().and_then(|c| c.get(&norm).cloned()) {
+            return Ok(k);
+        }
+        let k = self.key_uncached(path)?;
+        if let Ok(mut c) = self.keys.lock() {
+            if c.len() < CACHE_ENTRIES {
+                c.insert(norm, k.clone());
+            }
+        }
+        Ok(k)
+    }
+
+    fn key_uncached(&self, path: &str) -> Result<Option<Key>> {
         let segments: Vec<&str> = path.split('\\').filter(|s| !s.is_empty()).collect();
         if segments.len() > MAX_DEPTH {
             return Err(Error::Other(format!(
@@ -705,6 +925,7 @@ impl Hive {
             )));
         }
         let mut node = self.root.clone();
+        let mut chain = vec![node.file_offset_absolute];
         let mut parser = self.lock()?;
         for seg in segments {
             self.check_list(&node)?;
@@ -712,13 +933,40 @@ impl Hive {
                 node.get_sub_key_by_path(&mut parser, seg)
             })?;
             match next {
-                Some(n) => node = n,
+                Some(n) => {
+                    self.check_cycle(&chain, &n, &self.rel_path(&node))?;
+                    chain.push(n.file_offset_absolute);
+                    node = n;
+                }
                 None => return Ok(None),
             }
         }
         drop(parser);
         let rel = self.rel_path(&node);
-        Ok(Some(Key::from_node(node, rel)))
+        Ok(Some(Key::from_node(node, rel, Arc::new(chain))))
+    }
+
+    /// Refuses a subkey that is the key itself or one of its parents.
+    fn check_cycle(&self, chain: &[usize], child: &CellKeyNode, parent_path: &str) -> Result<()> {
+        if chain.contains(&child.file_offset_absolute) {
+            return Err(Error::corrupt(
+                &self.name,
+                format!(
+                    "registry key {parent_path:?}: its subkey list names the key itself or one of its parents (cell at offset {}): cyclic subkey lists",
+                    child.file_offset_absolute
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn child_key(&self, parent: &Key, n: CellKeyNode) -> Result<Key> {
+        self.check_cycle(&parent.chain, &n, &parent.path)?;
+        let mut chain = Vec::with_capacity(parent.chain.len() + 1);
+        chain.extend_from_slice(&parent.chain);
+        chain.push(n.file_offset_absolute);
+        let rel = join(&parent.path, &n.key_name);
+        Ok(Key::from_node(n, rel, Arc::new(chain)))
     }
 
     /// A direct subkey by name (case-insensitive).
@@ -733,10 +981,7 @@ impl Hive {
             node.get_sub_key_by_path(&mut parser, name)
         })?;
         drop(parser);
-        Ok(next.map(|n| {
-            let rel = join(&key.path, &n.key_name);
-            Key::from_node(n, rel)
-        }))
+        next.map(|n| self.child_key(key, n)).transpose()
     }
 
     /// All subkeys of a key, with their values. Errors when the key claims more than
@@ -761,23 +1006,39 @@ impl Hive {
             node.read_sub_keys(&mut parser)
         })?;
         drop(parser);
-        Ok(children
+        children
             .into_iter()
             .take(MAX_SUBKEYS as usize)
-            .map(|n| {
-                let rel = join(&key.path, &n.key_name);
-                Key::from_node(n, rel)
-            })
-            .collect())
+            .map(|n| self.child_key(key, n))
+            .collect()
     }
 
-    /// Subkeys of the key at `path`; empty when the key does not exist.
-    pub fn subkeys_of(&self, path: &str) -> Result<Vec<Key>> {
-        match self.key(path)? {
-            Some(k) => self.subkeys(&k),
-            None => Ok(Vec::new()),
+    /// Subkeys of the key at `path` (memoised); empty when the key does not exist.
+    pub fn subkeys_of(&self, path: &str) -> Result<Arc<Vec<Key>>> {
+        let norm = cache_key(path);
+        if let Some(l) = self.lists.lock().ok().and_then(|c| c.get(&norm).cloned()) {
+            return Ok(l);
         }
+        let l = Arc::new(match self.key(path)? {
+            Some(k) => self.subkeys(&k)?,
+            None => Vec::new(),
+        });
+        if let Ok(mut c) = self.lists.lock() {
+            if c.len() < CACHE_ENTRIES {
+                c.insert(norm, l.clone());
+            }
+        }
+        Ok(l)
     }
+}
+
+/// Normalised memo key of a path: lowercase, no empty segments.
+fn cache_key(path: &str) -> String {
+    path.split('\\')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.to_lowercase())
+        .collect::<Vec<_>>()
+        .join("\\")
 }
 
 #[cfg(test)]

@@ -116,7 +116,7 @@ pub struct Application {
 pub fn applications(software: &Hive) -> Result<Vec<Application>> {
     let mut out = Vec::new();
     for (path, wow64) in [(UNINSTALL, false), (UNINSTALL_WOW64, true)] {
-        for k in software.subkeys_of(path)? {
+        for k in software.subkeys_of(path)?.iter() {
             let Some(name) = k.nonempty_string("DisplayName") else {
                 continue;
             };
@@ -131,12 +131,7 @@ pub fn applications(software: &Hive) -> Result<Vec<Application>> {
             });
         }
     }
-    out.sort_by(|a, b| {
-        a.name
-            .to_lowercase()
-            .cmp(&b.name.to_lowercase())
-            .then(a.wow64.cmp(&b.wow64))
-    });
+    out.sort_by_cached_key(|a| (a.name.to_lowercase(), a.wow64));
     Ok(out)
 }
 

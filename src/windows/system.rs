@@ -150,7 +150,10 @@ pub struct ClassFilters {
 /// Classes under `<ControlSet>\Control\Class` that have UpperFilters or LowerFilters.
 pub fn class_filters(system: &Hive, cs: &ControlSet) -> Result<Vec<ClassFilters>> {
     let mut out = Vec::new();
-    for k in system.subkeys_of(&format!("{}\\Control\\Class", cs.name))? {
+    for k in system
+        .subkeys_of(&format!("{}\\Control\\Class", cs.name))?
+        .iter()
+    {
         let upper = k.multi_sz("UpperFilters").unwrap_or_default();
         let lower = k.multi_sz("LowerFilters").unwrap_or_default();
         if upper.is_empty() && lower.is_empty() {
@@ -163,6 +166,58 @@ pub fn class_filters(system: &Hive, cs: &ControlSet) -> Result<Vec<ClassFilters>
             upper_filters: upper,
             lower_filters: lower,
         });
+    }
+    Ok(out)
+}
+
+/// Upper/lower filters of one device instance under `<ControlSet>\Enum`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DeviceFilters {
+    /// Device instance path, e.g. `ACPI\PNP0F13\4&25ee97c0&0`.
+    pub instance_id: String,
+    pub registry_path: String,
+    /// The device's function driver (Service value).
+    pub service: Option<String>,
+    pub upper_filters: Vec<String>,
+    pub lower_filters: Vec<String>,
+}
+
+/// Most device instance keys walked under Enum.
+pub const MAX_DEVICE_KEYS: usize = 100_000;
+
+/// Device instances under `<ControlSet>\Enum\<enumerator>\<device>\<instance>` that have
+/// UpperFilters or LowerFilters. Errors beyond [`MAX_DEVICE_KEYS`] instance keys.
+pub fn device_filters(system: &Hive, cs: &ControlSet) -> Result<Vec<DeviceFilters>> {
+    let mut out = Vec::new();
+    let mut seen = 0usize;
+    for bus in system.subkeys_of(&format!("{}\\Enum", cs.name))?.iter() {
+        for dev in system.subkeys(bus)? {
+            let instances = system.subkeys(&dev)?;
+            seen += instances.len();
+            if seen > MAX_DEVICE_KEYS {
+                return Err(crate::Error::corrupt(
+                    system.name(),
+                    format!(
+                        "{}\\Enum holds more than {MAX_DEVICE_KEYS} device instances",
+                        cs.name
+                    ),
+                ));
+            }
+            for inst in instances {
+                let upper = inst.multi_sz("UpperFilters").unwrap_or_default();
+                let lower = inst.multi_sz("LowerFilters").unwrap_or_default();
+                if upper.is_empty() && lower.is_empty() {
+                    continue;
+                }
+                out.push(DeviceFilters {
+                    instance_id: format!("{}\\{}\\{}", bus.name(), dev.name(), inst.name()),
+                    registry_path: inst.path().to_string(),
+                    service: inst.nonempty_string("Service"),
+                    upper_filters: upper,
+                    lower_filters: lower,
+                });
+            }
+        }
     }
     Ok(out)
 }
@@ -266,7 +321,7 @@ pub fn driver_package(system: &Hive, name: &str) -> Result<Option<DriverPackage>
         return Ok(None);
     };
     let mut services = Vec::new();
-    for cfg in system.subkeys_of(&join(k.path(), "Configurations"))? {
+    for cfg in system.subkeys_of(&join(k.path(), "Configurations"))?.iter() {
         if let Some(s) = cfg.nonempty_string("Service") {
             if !services.iter().any(|x: &String| x.eq_ignore_ascii_case(&s)) {
                 services.push(s);
@@ -286,7 +341,7 @@ pub fn driver_package(system: &Hive, name: &str) -> Result<Option<DriverPackage>
 pub fn driver_packages_named(system: &Hive, inf_stem: &str) -> Result<Vec<DriverPackage>> {
     let prefix = format!("{}.inf_", inf_stem.to_ascii_lowercase());
     let mut out = Vec::new();
-    for k in system.subkeys_of("DriverDatabase\\DriverPackages")? {
+    for k in system.subkeys_of("DriverDatabase\\DriverPackages")?.iter() {
         if k.name().to_ascii_lowercase().starts_with(&prefix) {
             if let Some(p) = driver_package(system, k.name())? {
                 out.push(p);
@@ -441,10 +496,13 @@ pub struct StaticIp {
 /// Interfaces under `Services\Tcpip\Parameters\Interfaces` with EnableDHCP=0 and an address.
 pub fn static_ips(system: &Hive, cs: &ControlSet) -> Result<Vec<StaticIp>> {
     let mut out = Vec::new();
-    for k in system.subkeys_of(&format!(
-        "{}\\Services\\Tcpip\\Parameters\\Interfaces",
-        cs.name
-    ))? {
+    for k in system
+        .subkeys_of(&format!(
+            "{}\\Services\\Tcpip\\Parameters\\Interfaces",
+            cs.name
+        ))?
+        .iter()
+    {
         if k.dword("EnableDHCP") != Some(0) {
             continue;
         }
