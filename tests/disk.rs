@@ -64,13 +64,11 @@ fn patch(p: &Path, off: u64, bytes: &[u8]) {
     f.write_all_at(bytes, off).unwrap();
 }
 
-/// sfdisk's view: (index, start bytes, size bytes, type string, bootable, name).
-fn sfdisk_view(
-    p: &Path,
-) -> (
-    serde_json::Value,
-    Vec<(u32, u64, u64, String, bool, Option<String>)>,
-) {
+/// One partition as sfdisk shows it: (index, start bytes, size bytes, type, bootable, name).
+type SfdiskPart = (u32, u64, u64, String, bool, Option<String>);
+
+/// sfdisk's view of a disk: its JSON and the partitions.
+fn sfdisk_view(p: &Path) -> (serde_json::Value, Vec<SfdiskPart>) {
     let out = common::run("sfdisk", &["-J", p.to_str().unwrap()]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let t = &v["partitiontable"];
