@@ -1140,7 +1140,10 @@ fn map_err(name: &str, what: &str, e: NtfsError, budget: u64) -> Error {
                 format!("{what}: the record is corrupt: {e} (run chkdsk /f)"),
             )
         }
-        e => Error::corrupt(name, format!("{what}: {e}")),
+        e => Error::corrupt(
+            name,
+            format!("{what}: {e} (byte positions are counted from the partition's start)"),
+        ),
     }
 }
 
