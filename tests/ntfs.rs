@@ -51,6 +51,7 @@ const HELPER_C: &str = r#"
 #include <ntfs-3g/dir.h>
 #include <ntfs-3g/inode.h>
 #include <ntfs-3g/unistr.h>
+#include <ntfs-3g/reparse.h>
 
 static int create(ntfs_volume *vol, const char *parent, const char *name, mode_t type) {
     ntfs_inode *dir = ntfs_pathname_to_inode(vol, NULL, parent);
@@ -79,6 +80,20 @@ int main(int argc, char **argv) {
         for (int i = 0; i < n && !rc; i++) {
             snprintf(name, sizeof name, "%s %04d.txt", argv[5], i);
             rc = create(vol, argv[3], name, S_IFREG);
+        }
+    } else if (!strcmp(argv[2], "reparse") && argc == 5) {
+        /* A reparse point with tag argv[4] and 16 bytes of data (WOF's layout for 0x80000017:
+           external version 1, provider 2 (file), file version 1, algorithm 1 (LZX)). */
+        ntfs_inode *ni = ntfs_pathname_to_inode(vol, NULL, argv[3]);
+        if (!ni) { perror(argv[3]); rc = 1; }
+        else {
+            unsigned char rp[8 + 16] = {0};
+            uint32_t tag = (uint32_t)strtoul(argv[4], NULL, 16);
+            memcpy(rp, &tag, 4);
+            rp[4] = 16;
+            rp[8] = 1; rp[12] = 2; rp[16] = 1; rp[20] = 1;
+            if (ntfs_set_ntfs_reparse_data(ni, (const char *)rp, sizeof rp, 0)) { perror("reparse"); rc = 1; }
+            ntfs_inode_close(ni);
         }
     } else if (!strcmp(argv[2], "dirty") && argc == 3) {
         if (ntfs_volume_write_flags(vol, vol->flags | VOLUME_IS_DIRTY)) { perror("flags"); rc = 1; }
@@ -787,6 +802,32 @@ fn compressed_encrypted_and_valid_data_length() {
     let o = common::imgcheck(&["cat", s(d), "a.bin"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(o.stdout.is_empty());
+}
+
+#[test]
+fn reparse_points_are_refused_not_misread() {
+    if !need_tools() {
+        return;
+    }
+    let td = tempfile::tempdir().unwrap();
+    let p = td.path().join("rp.img");
+    mkntfs(&p, 16 << 11, START_LBA, "x");
+    put(&p, "wof.dll", &random(20000, 11));
+    put(&p, "plain.dll", &random(20000, 12));
+    common::run(s(helper()), &[s(&p), "reparse", "/wof.dll", "80000017"]);
+    let d = disk_with(td.path(), "rp.raw", &p);
+    let vol = open_vol(&d).unwrap();
+    assert_eq!(vol.stat("wof.dll").unwrap().reparse_tag, Some(0x8000_0017));
+    assert_eq!(vol.stat("plain.dll").unwrap().reparse_tag, None);
+    let e = vol.read("WOF.DLL").unwrap_err();
+    assert!(matches!(e, Error::Unsupported { .. }), "{e}");
+    assert!(e.to_string().contains("WOF-compressed"), "{e}");
+    assert!(e.to_string().contains("0x80000017"), "{e}");
+    assert_eq!(vol.read("plain.dll").unwrap().len(), 20000);
+    // Listed like any file.
+    let names: Vec<String> = vol.list("/").unwrap().into_iter().map(|e| e.name).collect();
+    assert_eq!(names, ["plain.dll", "wof.dll"]);
+    assert_eq!(imgcheck_ls(&["ls", s(&d)]), ntfsls(&p, "/"));
 }
 
 #[test]
