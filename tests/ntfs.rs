@@ -36,7 +36,8 @@ fn need_tools() -> bool {
 }
 
 /// A libntfs-3g program for what the ntfs-3g tools cannot do offline: make directories, make
-/// many empty files at once, set the dirty flag.
+/// many empty files at once, set a reparse point, write an NTFS-compressed file, set the dirty
+/// flag.
 const HELPER_C: &str = r#"
 #include <stdarg.h>
 #include <stdint.h>
@@ -52,6 +53,7 @@ const HELPER_C: &str = r#"
 #include <ntfs-3g/inode.h>
 #include <ntfs-3g/unistr.h>
 #include <ntfs-3g/reparse.h>
+#include <ntfs-3g/attrib.h>
 
 static int create(ntfs_volume *vol, const char *parent, const char *name, mode_t type) {
     ntfs_inode *dir = ntfs_pathname_to_inode(vol, NULL, parent);
@@ -94,6 +96,33 @@ int main(int argc, char **argv) {
             rp[8] = 1; rp[12] = 2; rp[16] = 1; rp[20] = 1;
             if (ntfs_set_ntfs_reparse_data(ni, (const char *)rp, sizeof rp, 0)) { perror("reparse"); rc = 1; }
             ntfs_inode_close(ni);
+        }
+    } else if (!strcmp(argv[2], "compressed") && argc == 6) {
+        /* A compressed file: NAME in directory DIR (marked compressed), data from host file SRC. */
+        NVolSetCompression(vol);
+        ntfs_inode *dir = ntfs_pathname_to_inode(vol, NULL, argv[3]);
+        FILE *in = fopen(argv[5], "rb");
+        if (!dir || !in) { perror("compressed"); rc = 1; }
+        else {
+            dir->flags |= FILE_ATTR_COMPRESSED;
+            ntfschar *u = NULL;
+            int len = ntfs_mbstoucs(argv[4], &u);
+            ntfs_inode *ni = ntfs_create(dir, const_cpu_to_le32(0), u, len, S_IFREG);
+            free(u);
+            ntfs_attr *na = ni ? ntfs_attr_open(ni, AT_DATA, AT_UNNAMED, 0) : NULL;
+            if (!na) { perror("create"); rc = 1; }
+            else {
+                static char buf[1 << 16];
+                s64 pos = 0; size_t n;
+                while ((n = fread(buf, 1, sizeof buf, in)) > 0) {
+                    if (ntfs_attr_pwrite(na, pos, n, buf) != (s64)n) { perror("write"); rc = 1; break; }
+                    pos += n;
+                }
+                ntfs_attr_close(na);
+            }
+            if (ni) ntfs_inode_close(ni);
+            ntfs_inode_close(dir);
+            fclose(in);
         }
     } else if (!strcmp(argv[2], "dirty") && argc == 3) {
         if (ntfs_volume_write_flags(vol, vol->flags | VOLUME_IS_DIRTY)) { perror("flags"); rc = 1; }
@@ -828,6 +857,38 @@ fn reparse_points_are_refused_not_misread() {
     let names: Vec<String> = vol.list("/").unwrap().into_iter().map(|e| e.name).collect();
     assert_eq!(names, ["plain.dll", "wof.dll"]);
     assert_eq!(imgcheck_ls(&["ls", s(&d)]), ntfsls(&p, "/"));
+}
+
+#[test]
+fn ntfs_compressed_file_is_refused() {
+    if !need_tools() {
+        return;
+    }
+    let td = tempfile::tempdir().unwrap();
+    let p = td.path().join("c.img");
+    mkntfs(&p, 16 << 11, START_LBA, "x");
+    mkdir(&p, "/", "Comp");
+    let text = b"a compressible line of text\n".repeat(8000);
+    let src = td.path().join("src.txt");
+    std::fs::write(&src, &text).unwrap();
+    common::run(
+        s(helper()),
+        &[s(&p), "compressed", "/Comp", "z.txt", s(&src)],
+    );
+    // ntfs-3g decompresses it: the file really is compressed on disk.
+    assert_eq!(ntfscat(&p, "/Comp/z.txt"), text);
+    let d = disk_with(td.path(), "c.raw", &p);
+    let vol = open_vol(&d).unwrap();
+    let st = vol.stat("comp/Z.TXT").unwrap();
+    assert!(st.compressed);
+    assert_eq!(st.size, text.len() as u64);
+    let e = vol.read("comp/z.txt").unwrap_err();
+    assert!(matches!(e, Error::Unsupported { .. }), "{e}");
+    assert!(e.to_string().contains("NTFS-compressed"), "{e}");
+    let o = common::imgcheck(&["cat", s(&d), "/Comp/z.txt"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(o.stdout.is_empty());
+    assert_eq!(imgcheck_ls(&["ls", s(&d), "Comp"]), ntfsls(&p, "/Comp"));
 }
 
 #[test]
