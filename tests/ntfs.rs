@@ -124,6 +124,23 @@ int main(int argc, char **argv) {
             ntfs_inode_close(dir);
             fclose(in);
         }
+    } else if (!strcmp(argv[2], "writeat") && argc == 6) {
+        /* Write host file SRC into existing file PATH at byte OFFSET (leaving a hole). */
+        ntfs_inode *ni = ntfs_pathname_to_inode(vol, NULL, argv[3]);
+        FILE *in = fopen(argv[5], "rb");
+        ntfs_attr *na = ni ? ntfs_attr_open(ni, AT_DATA, AT_UNNAMED, 0) : NULL;
+        if (!na || !in) { perror("writeat"); rc = 1; }
+        else {
+            static char buf[1 << 16];
+            s64 pos = strtoll(argv[4], NULL, 10); size_t n;
+            while ((n = fread(buf, 1, sizeof buf, in)) > 0) {
+                if (ntfs_attr_pwrite(na, pos, n, buf) != (s64)n) { perror("write"); rc = 1; break; }
+                pos += n;
+            }
+        }
+        if (na) ntfs_attr_close(na);
+        if (ni) ntfs_inode_close(ni);
+        if (in) fclose(in);
     } else if (!strcmp(argv[2], "dirty") && argc == 3) {
         if (ntfs_volume_write_flags(vol, vol->flags | VOLUME_IS_DIRTY)) { perror("flags"); rc = 1; }
     } else { fprintf(stderr, "bad command\n"); rc = 2; }
@@ -540,6 +557,18 @@ fn default_partition_is_the_windows_one() {
     let win = fs::find_windows(&dev, &t).unwrap();
     assert_eq!(win.partition_index(), Some(2));
     assert_eq!(win.label(), Some("Windows"));
+    let scan = fs::scan(&dev, &t);
+    assert_eq!(scan.len(), 2);
+    assert_eq!((scan[0].index, scan[0].windows), (1, false));
+    assert_eq!((scan[1].index, scan[1].windows), (2, true));
+    assert_eq!(scan[0].fs, Some(FsKind::Ntfs));
+    assert_eq!(
+        scan[0].volume.as_ref().unwrap().label.as_deref(),
+        Some("System Reserved")
+    );
+    assert!(scan
+        .iter()
+        .all(|p| p.error.is_none() && p.hibernation.is_none()));
 
     // A bad partition number is an error naming the partitions.
     let o = common::imgcheck(&["ls", "--partition", "7", d]);
@@ -889,6 +918,32 @@ fn ntfs_compressed_file_is_refused() {
     assert_eq!(o.status.code(), Some(2));
     assert!(o.stdout.is_empty());
     assert_eq!(imgcheck_ls(&["ls", s(&d), "Comp"]), ntfsls(&p, "/Comp"));
+}
+
+#[test]
+fn sparse_file_reads_like_ntfscat() {
+    if !need_tools() {
+        return;
+    }
+    let td = tempfile::tempdir().unwrap();
+    let p = td.path().join("sp.img");
+    mkntfs(&p, 16 << 11, START_LBA, "x");
+    put(&p, "sparse.bin", &random(5000, 13));
+    let tail = td.path().join("tail.bin");
+    std::fs::write(&tail, random(7000, 14)).unwrap();
+    common::run(
+        s(helper()),
+        &[s(&p), "writeat", "/sparse.bin", "3000000", s(&tail)],
+    );
+    let want = ntfscat(&p, "sparse.bin");
+    assert_eq!(want.len(), 3_007_000);
+    let d = disk_with(td.path(), "sp.raw", &p);
+    let vol = open_vol(&d).unwrap();
+    let st = vol.stat("sparse.bin").unwrap();
+    assert_eq!(st.size, 3_007_000);
+    assert!(imgcheck_cat(&d, "sparse.bin") == want);
+    // ntfs-3g made the gap a sparse run (the attribute is flagged sparse).
+    assert!(st.sparse);
 }
 
 #[test]

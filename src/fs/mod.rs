@@ -1189,6 +1189,67 @@ pub fn hibernation(vol: &Volume) -> Result<Option<Hibernation>> {
     }
 }
 
+/// What one partition holds, as [`scan`] found it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionFs {
+    /// Partition number (as in the [`PartitionTable`]).
+    pub index: u32,
+    pub start: u64,
+    pub size: u64,
+    /// What the boot sector says; `None` when even that could not be read.
+    pub fs: Option<FsKind>,
+    /// Volume facts when it opened as NTFS.
+    pub volume: Option<VolumeInfo>,
+    /// Why it did not open (or could not be probed).
+    pub error: Option<String>,
+    /// `\Windows\System32\config` exists on it.
+    pub windows: bool,
+    /// A hibernated Windows (hiberfil.sys signature), when it opened.
+    pub hibernation: Option<Hibernation>,
+}
+
+/// Probe every data partition and open the NTFS ones: a summary for checks and reports.
+/// Nothing here is an error; each partition carries its own outcome.
+pub fn scan(dev: &Arc<dyn BlockDevice>, table: &PartitionTable) -> Vec<PartitionFs> {
+    let mut out = Vec::new();
+    for p in table.data_partitions() {
+        let mut r = PartitionFs {
+            index: p.index,
+            start: p.start,
+            size: p.size,
+            fs: None,
+            volume: None,
+            error: None,
+            windows: false,
+            hibernation: None,
+        };
+        match probe(dev, p.start, p.size) {
+            Err(e) => r.error = Some(e.to_string()),
+            Ok(k) => {
+                r.fs = Some(k);
+                match Volume::open_partition(dev, table, p.index) {
+                    Ok(v) => {
+                        r.volume = Some(v.info().clone());
+                        match v.exists(WINDOWS_CONFIG_DIR) {
+                            Ok(w) => r.windows = w,
+                            Err(e) => r.error = Some(e.to_string()),
+                        }
+                        match v.hibernation() {
+                            Ok(h) => r.hibernation = h,
+                            Err(e) => {
+                                r.error.get_or_insert(e.to_string());
+                            }
+                        }
+                    }
+                    Err(e) => r.error = Some(e.to_string()),
+                }
+            }
+        }
+        out.push(r);
+    }
+    out
+}
+
 /// Path whose presence marks the Windows system partition.
 pub const WINDOWS_CONFIG_DIR: &str = "Windows/System32/config";
 
