@@ -234,8 +234,10 @@ fn run(cli: Cli) -> Result<u8> {
             use std::io::Write;
             let vol = open_volume(&image, &open, partition)?;
             let st = vol.stat(&path)?;
-            let entries = if st.is_dir {
+            let entries = if st.is_dir && long {
                 vol.list_opts(&path, system)?
+            } else if st.is_dir {
+                vol.list_names(&path, system)?
             } else {
                 vec![fs::DirEntry {
                     name: st.name.clone(),

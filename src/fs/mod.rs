@@ -468,7 +468,7 @@ impl Volume {
         }
         vol.info = vol.read_info()?;
         // The root directory must open and have a readable index.
-        vol.list_record(ROOT_RECORD, "\\", true)?;
+        vol.list_record(ROOT_RECORD, "\\", true, false)?;
         Ok(vol)
     }
 
@@ -743,10 +743,24 @@ impl Volume {
     pub fn list_opts(&self, path: &str, system: bool) -> Result<Vec<DirEntry>> {
         let mut fs = self.reader(METADATA_BUDGET);
         let (rec, stored) = self.resolve(&mut fs, path)?;
-        self.list_record(rec, &display_path(&stored), system)
+        self.list_record(rec, &display_path(&stored), system, true)
     }
 
-    fn list_record(&self, rec: u64, shown: &str, system: bool) -> Result<Vec<DirEntry>> {
+    /// Like [`Volume::list_opts`] but without reading each file's record: sizes come from the
+    /// directory index, which Windows refreshes only lazily (fast for huge directories).
+    pub fn list_names(&self, path: &str, system: bool) -> Result<Vec<DirEntry>> {
+        let mut fs = self.reader(METADATA_BUDGET);
+        let (rec, stored) = self.resolve(&mut fs, path)?;
+        self.list_record(rec, &display_path(&stored), system, false)
+    }
+
+    fn list_record(
+        &self,
+        rec: u64,
+        shown: &str,
+        system: bool,
+        sizes: bool,
+    ) -> Result<Vec<DirEntry>> {
         let mut fs = self.reader(METADATA_BUDGET);
         let dir = self.file(&mut fs, rec, shown)?;
         if !dir.is_directory() {
@@ -796,6 +810,8 @@ impl Volume {
             // The size in the index is only refreshed on rename; take the record's when it reads.
             let size = if is_dir {
                 0
+            } else if !sizes {
+                index_size
             } else {
                 let mut fs = self.reader(METADATA_BUDGET);
                 self.file(&mut fs, record, shown)
