@@ -439,3 +439,76 @@ fn invalid_boot_flag_is_not_an_mbr() {
         t.problems
     );
 }
+
+/// CRC-32 (IEEE), as GPT uses it.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in data {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// Rewrite a field of the primary GPT header and fix its CRC, so only our own checks stand
+/// between the value and the gpt crate (which asserts on it or allocates from it).
+fn patch_gpt_header(p: &Path, field: usize, bytes: &[u8]) {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(p)
+        .unwrap();
+    let mut h = [0u8; 92];
+    f.read_exact_at(&mut h, 512).unwrap();
+    h[field..field + bytes.len()].copy_from_slice(bytes);
+    h[16..20].copy_from_slice(&[0; 4]);
+    let c = crc32(&h);
+    h[16..20].copy_from_slice(&c.to_le_bytes());
+    f.write_all_at(&h, 512).unwrap();
+}
+
+#[test]
+fn hostile_gpt_headers_are_problems_not_panics() {
+    if !need("sfdisk") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let script = "label: gpt\nstart=2048,size=20000,type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7\n";
+    for (field, bytes, want) in [
+        (
+            84usize,
+            256u32.to_le_bytes().to_vec(),
+            "entries of 256 bytes",
+        ),
+        (
+            80,
+            u32::MAX.to_le_bytes().to_vec(),
+            "claims 4294967295 entries",
+        ),
+        (
+            72,
+            (1u64 << 60).to_le_bytes().to_vec(),
+            "past the end of the disk",
+        ),
+    ] {
+        let p = sfdisk_disk(dir.path(), "hostile.raw", 16 << 20, script);
+        // Break the backup header too, so the damaged primary is all there is.
+        patch(&p, (16 << 20) - 512, &[0u8; 8]);
+        patch_gpt_header(&p, field, &bytes);
+        let t = analyze(&p);
+        assert!(t.has(ProblemCode::GptHeader), "{:?}", t.problems);
+        assert!(
+            t.problems.iter().any(|pr| pr.message.contains(want)),
+            "{want}: {:?}",
+            t.problems
+        );
+        // The protective MBR still says GPT.
+        assert_eq!(t.kind, TableKind::Gpt);
+    }
+}
