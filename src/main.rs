@@ -96,8 +96,9 @@ enum Command {
         /// Destination file.
         dst: PathBuf,
     },
-    /// List a directory inside the image's NTFS file system, offline (names as `ntfsls -F`
-    /// prints them: index order, a trailing / on directories).
+    /// List a directory inside the image's NTFS file system, offline: one name per line, a
+    /// trailing / on directories, in NTFS collation order (the names `ntfsls -F` prints; ntfsls
+    /// prints large directories in on-disk block order instead). No DOS 8.3 aliases.
     Ls {
         /// Partition number (as Linux numbers them; 0 = the whole disk is one volume).
         /// Default: the partition holding \Windows, else the first NTFS partition.

@@ -277,6 +277,9 @@ fn reparse_tag_name(tag: u32) -> &'static str {
 fn le16(b: &[u8], off: usize) -> u16 {
     u16::from_le_bytes([b[off], b[off + 1]])
 }
+fn le32(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
+}
 fn le64(b: &[u8], off: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[off..off + 8]);
@@ -1042,32 +1045,45 @@ impl Volume {
     fn initialized_size(&self, file: &NtfsFile, pos: u64, shown: &str) -> Result<u64> {
         let rs = self.ntfs.file_record_size() as u64;
         let base = file.position().value().map(|p| p.get()).unwrap_or(0);
-        let rec_start = if pos >= base && pos < base + rs {
-            base
+        // The base record, or (for an attribute-list extension) the record containing `pos`:
+        // records start on a 512-byte boundary at most `rs` bytes before it.
+        let candidates: Vec<u64> = if pos >= base && pos < base + rs {
+            vec![base]
         } else {
-            // An extension record (attribute list): records are aligned within the $MFT.
-            pos - pos % rs
+            let sec = pos - pos % 512;
+            (0..rs / 512)
+                .filter_map(|k| sec.checked_sub(k * 512))
+                .collect()
         };
-        let r = DeviceReader::window(self.dev.clone(), self.start, self.len);
-        let mut rec = vec![0u8; rs as usize];
-        let n = r
-            .read_at(&mut rec, rec_start)
-            .map_err(|e| Error::io(&self.name, e))?;
         let bad = |why: &str| {
             Error::corrupt(
                 &self.name,
                 format!("{shown}: cannot read the valid data length of its data stream: {why}"),
             )
         };
-        if n < rec.len() || &rec[0..4] != b"FILE" {
-            return Err(bad("the MFT record holding it was not found"));
+        let r = DeviceReader::window(self.dev.clone(), self.start, self.len);
+        let mut last = "the MFT record holding it was not found".to_string();
+        for rec_start in candidates {
+            let mut rec = vec![0u8; rs as usize];
+            let n = r
+                .read_at(&mut rec, rec_start)
+                .map_err(|e| Error::io(&self.name, e))?;
+            if n < rec.len() || &rec[0..4] != b"FILE" {
+                continue;
+            }
+            if let Err(m) = apply_fixup(&mut rec) {
+                last = m;
+                continue;
+            }
+            let off = (pos - rec_start) as usize;
+            let used = le32(&rec, 0x18) as usize;
+            if off + 0x40 > rec.len().min(used) || rec[off + 8] == 0 {
+                last = "the attribute is not where the record says".to_string();
+                continue;
+            }
+            return Ok(le64(&rec, off + 0x38));
         }
-        apply_fixup(&mut rec).map_err(|m| bad(&m))?;
-        let off = (pos - rec_start) as usize;
-        if off + 0x40 > rec.len() || rec[off + 8] == 0 {
-            return Err(bad("the attribute is not where the record says"));
-        }
-        Ok(le64(&rec, off + 0x38))
+        Err(bad(&last))
     }
 
     /// Whether Windows is hibernated (or shut down with Fast Startup): `\hiberfil.sys`
