@@ -141,9 +141,16 @@ fn open_volume(image: &str, open: &OpenArgs, partition: Option<u32>) -> Result<f
     }
     let table = disk::analyze(&dev)?;
     Ok(match partition {
-        Some(n) => fs::open_index(&dev, &table, n)?,
-        None => fs::default_volume(&dev, &table)?,
-    })
+        Some(n) => fs::open_index(&dev, &table, n),
+        None => fs::default_volume(&dev, &table),
+    }
+    .map_err(flat)?)
+}
+
+/// An error whose message already carries its cause (imgcheck's I/O errors print their
+/// source), so `{:#}` does not print the cause twice.
+fn flat(e: imgcheck::Error) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
 }
 
 fn main() -> ExitCode {
@@ -234,11 +241,11 @@ fn run(cli: Cli) -> Result<u8> {
         } => {
             use std::io::Write;
             let vol = open_volume(&image, &open, partition)?;
-            let st = vol.stat(&path)?;
+            let st = vol.stat(&path).map_err(flat)?;
             let entries = if st.is_dir && long {
-                vol.list_opts(&path, system)?
+                vol.list_opts(&path, system).map_err(flat)?
             } else if st.is_dir {
-                vol.list_names(&path, system)?
+                vol.list_names(&path, system).map_err(flat)?
             } else {
                 vec![fs::DirEntry {
                     name: st.name.clone(),
@@ -285,7 +292,7 @@ fn run(cli: Cli) -> Result<u8> {
                     return Ok(EXIT_OK)
                 }
                 r => {
-                    r?;
+                    r.map_err(flat)?;
                 }
             }
             match out.flush() {

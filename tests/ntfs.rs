@@ -580,6 +580,82 @@ fn default_partition_is_the_windows_one() {
     assert_eq!(imgcheck_ls(&["ls", "-p", "0", s(&sr)]), ntfsls(&sr, "/"));
 }
 
+#[test]
+fn gpt_and_logical_partitions() {
+    if !need_tools() {
+        return;
+    }
+    let td = tempfile::tempdir().unwrap();
+    let dir = td.path();
+    let v = dir.join("v.img");
+    let lba = 10240u64;
+    mkntfs(&v, 8 << 11, lba, "Data");
+    put(&v, "data.txt", b"on a GPT disk");
+    // GPT: an EFI system partition (left empty), then the NTFS basic-data partition.
+    let g = dir.join("gpt.raw");
+    std::fs::File::create(&g)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    let script = format!(
+        "label: gpt\nstart=2048,size=8192,type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B\n\
+         start={lba},size={},type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7\n",
+        8 << 11
+    );
+    let mut child = Command::new("sfdisk")
+        .args(["-q", "--no-reread", "--no-tell-kernel", s(&g)])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    patch(&g, lba * SECTOR, &std::fs::read(&v).unwrap());
+    assert_eq!(imgcheck_ls(&["ls", s(&g)]), ["data.txt"]);
+    assert_eq!(imgcheck_cat(&g, "DATA.TXT"), b"on a GPT disk");
+    let o = common::imgcheck(&["ls", "--partition", "1", s(&g)]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("all zeros"));
+
+    // MBR: NTFS as logical partition 5 inside an extended partition.
+    let m = dir.join("logical.raw");
+    std::fs::File::create(&m)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    let script = format!(
+        "label: dos\nstart=2048,size={},type=5\nstart={lba},size={},type=7\n",
+        (16 << 11) - 4096,
+        8 << 11
+    );
+    let mut child = Command::new("sfdisk")
+        .args(["-q", "--no-reread", "--no-tell-kernel", s(&m)])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    patch(&m, lba * SECTOR, &std::fs::read(&v).unwrap());
+    assert_eq!(
+        imgcheck_ls(&["ls", "--partition", "5", s(&m)]),
+        ["data.txt"]
+    );
+    assert_eq!(imgcheck_ls(&["ls", s(&m)]), ["data.txt"]);
+    let o = common::imgcheck(&["ls", "--partition", "1", s(&m)]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("extended-partition container"));
+}
+
 /// A disk whose only partition is `part`.
 fn disk_with(dir: &Path, name: &str, part: &Path) -> PathBuf {
     let disk = dir.join(name);
