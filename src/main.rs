@@ -140,11 +140,11 @@ fn open_volume(image: &str, open: &OpenArgs, partition: Option<u32>) -> Result<f
         eprintln!("imgcheck: warning: {w}");
     }
     let table = disk::analyze(&dev)?;
-    Ok(match partition {
+    match partition {
         Some(n) => fs::open_index(&dev, &table, n),
         None => fs::default_volume(&dev, &table),
     }
-    .map_err(flat)?)
+    .map_err(flat)
 }
 
 /// An error whose message already carries its cause (imgcheck's I/O errors print their
