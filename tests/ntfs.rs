@@ -747,6 +747,7 @@ fn not_ntfs_partitions_are_named() {
         (0x40u64, vec![0x7Fu8], "file record size"),
         (0x0D, vec![0], "sectors per cluster"),
         (0x0B, vec![0x00, 0x01], "NTFS boot sector is invalid"),
+        (0x0B, vec![0x00, 0x00], "bytes per sector is 0"),
         (0x30, vec![0xFF; 8], "NTFS boot sector is invalid"),
     ] {
         let p = dir.join("broken.img");

@@ -353,7 +353,7 @@ impl Volume {
             ));
         }
         let len = len.min(size - start);
-        match probe(dev, start, len).map_err(|e| Error::corrupt(&name, e.to_string()))? {
+        match probe(dev, start, len)? {
             FsKind::Ntfs => {}
             FsKind::BitLocker => {
                 return Err(Error::refused(
@@ -404,6 +404,9 @@ impl Volume {
                 format!("the NTFS boot sector is invalid: {what}; run chkdsk (or restore the backup boot sector)"),
             )
         };
+        if !(256..=4096).contains(&sector) || !sector.is_power_of_two() {
+            return Err(bad_boot(format!("bytes per sector is {sector}")));
+        }
         if cluster == 0 {
             return Err(bad_boot(format!("sectors per cluster is {spc}")));
         }
