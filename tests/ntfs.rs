@@ -1023,6 +1023,106 @@ fn sparse_file_reads_like_ntfscat() {
     assert!(st.sparse);
 }
 
+/// Give the $MFT's own record an $ATTRIBUTE_LIST and cut its base $DATA extent to the first
+/// 16 clusters (64 records), as if the rest of the $MFT were described in extension records:
+/// the layout of a heavily fragmented $MFT, which the ntfs crate cannot follow.
+fn fake_mft_attribute_list(part: &Path) {
+    let off = record_offset(part, 0);
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(part)
+        .unwrap();
+    let mut rec = vec![0u8; 1024];
+    f.read_exact_at(&mut rec, off).unwrap();
+    let u16at = |r: &[u8], o: usize| u16::from_le_bytes([r[o], r[o + 1]]) as usize;
+    let u32at = |r: &[u8], o: usize| u32::from_le_bytes(r[o..o + 4].try_into().unwrap()) as usize;
+    // Undo the fixups.
+    let usa = u16at(&rec, 4);
+    for i in 1..u16at(&rec, 6) {
+        let (a, b) = (rec[usa + 2 * i], rec[usa + 2 * i + 1]);
+        rec[i * 512 - 2] = a;
+        rec[i * 512 - 1] = b;
+    }
+    // Find $DATA and the end marker.
+    let mut a = u16at(&rec, 0x14);
+    let mut instance = 0;
+    let end = loop {
+        let ty = u32at(&rec, a);
+        if ty == 0xFFFF_FFFF {
+            break a;
+        }
+        instance = instance.max(u16at(&rec, a + 0x0E) + 1);
+        if ty == 0x80 {
+            let runs = a + u16at(&rec, a + 0x20);
+            let header = rec[runs];
+            let len_size = (header & 0x0F) as usize;
+            let off_size = (header >> 4) as usize;
+            let mut len = 0u64;
+            for k in 0..len_size {
+                len |= (rec[runs + 1 + k] as u64) << (8 * k);
+            }
+            assert!(len > 16, "the first $MFT run is only {len} clusters");
+            rec[runs + 1..runs + 1 + len_size].fill(0);
+            rec[runs + 1] = 16;
+            rec[runs + 1 + len_size + off_size] = 0; // end of the mapping pairs
+            rec[a + 0x18..a + 0x20].copy_from_slice(&15u64.to_le_bytes()); // highest VCN
+        }
+        a += u32at(&rec, a + 4);
+    };
+    // Append a resident $ATTRIBUTE_LIST naming the $DATA extent in this record.
+    let mut attr = vec![0u8; 0x38];
+    attr[0..4].copy_from_slice(&0x20u32.to_le_bytes());
+    attr[4..8].copy_from_slice(&0x38u32.to_le_bytes());
+    attr[0x0A..0x0C].copy_from_slice(&0x18u16.to_le_bytes());
+    attr[0x0E..0x10].copy_from_slice(&(instance as u16).to_le_bytes());
+    attr[0x10..0x14].copy_from_slice(&0x20u32.to_le_bytes());
+    attr[0x14..0x16].copy_from_slice(&0x18u16.to_le_bytes());
+    let e = &mut attr[0x18..];
+    e[0..4].copy_from_slice(&0x80u32.to_le_bytes());
+    e[4..6].copy_from_slice(&0x20u16.to_le_bytes());
+    e[7] = 0x1A;
+    e[0x10..0x18].copy_from_slice(&(1u64 << 48).to_le_bytes()); // record 0, sequence 1
+    rec[end..end + 0x38].copy_from_slice(&attr);
+    rec[end + 0x38..end + 0x3C].copy_from_slice(&0xFFFF_FFFFu32.to_le_bytes());
+    let used = (end + 0x40) as u32;
+    rec[0x18..0x1C].copy_from_slice(&used.to_le_bytes());
+    // Redo the fixups.
+    let usn = [rec[usa], rec[usa + 1]];
+    for i in 1..u16at(&rec, 6) {
+        rec[usa + 2 * i] = rec[i * 512 - 2];
+        rec[usa + 2 * i + 1] = rec[i * 512 - 1];
+        rec[i * 512 - 2] = usn[0];
+        rec[i * 512 - 1] = usn[1];
+    }
+    f.write_all_at(&rec, off).unwrap();
+}
+
+#[test]
+fn mft_with_an_attribute_list_is_reported_not_misread() {
+    if !need_tools() {
+        return;
+    }
+    let td = tempfile::tempdir().unwrap();
+    let p = td.path().join("al.img");
+    mkntfs(&p, 16 << 11, START_LBA, "x");
+    put(&p, "user.txt", b"a user file, MFT record 64 or later");
+    let d = disk_with(td.path(), "before.raw", &p);
+    let rec = record_of(&d, "user.txt");
+    assert!(rec >= 64, "user.txt is record {rec}");
+    fake_mft_attribute_list(&p);
+    let d = disk_with(td.path(), "al.raw", &p);
+    // The system files (records below 64) still read: the volume opens and lists.
+    let vol = open_vol(&d).unwrap();
+    assert_eq!(vol.list_names("/", false).unwrap()[0].name, "user.txt");
+    let e = vol.read("user.txt").unwrap_err();
+    assert!(matches!(e, Error::Unsupported { .. }), "{e}");
+    let m = e.to_string();
+    assert!(m.contains("attribute list"), "{m}");
+    assert!(m.contains(&format!("MFT record {rec}")), "{m}");
+    assert!(m.contains("below 64"), "{m}");
+}
+
 #[test]
 fn damaged_metadata_never_panics_or_hangs() {
     if !need_tools() {
