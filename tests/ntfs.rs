@@ -149,25 +149,25 @@ int main(int argc, char **argv) {
 }
 "#;
 
-/// The helper, compiled once per test run.
+/// The helper, compiled once (cached in the target's temp dir under a name that changes
+/// with its source).
 fn helper() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        HELPER_C.hash(&mut h);
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let bin = dir.join(format!("ntfs-helper-{:016x}", h.finish()));
+        if bin.exists() {
+            return bin;
+        }
         let src = dir.join(format!("ntfs-helper-{}.c", std::process::id()));
-        let bin = dir.join(format!("ntfs-helper-{}", std::process::id()));
+        let tmp = dir.join(format!("ntfs-helper-{}.tmp", std::process::id()));
         std::fs::write(&src, HELPER_C).unwrap();
-        common::run(
-            "gcc",
-            &[
-                "-O1",
-                "-o",
-                bin.to_str().unwrap(),
-                src.to_str().unwrap(),
-                "-lntfs-3g",
-            ],
-        );
+        common::run("gcc", &["-O1", "-o", s(&tmp), s(&src), "-lntfs-3g"]);
         std::fs::remove_file(&src).ok();
+        std::fs::rename(&tmp, &bin).unwrap();
         bin
     })
 }
@@ -450,7 +450,9 @@ fn library_view_case_insensitive_paths_and_volume_info() {
         return;
     }
     let f = fixture();
+    fn shareable<T: Send + Sync>(_: &T) {}
     let vol = open_vol(&f.disk).unwrap();
+    shareable(&vol);
     let info = vol.info();
     assert_eq!(info.label.as_deref(), Some("TestWin"));
     assert_eq!(info.version, "3.1");
