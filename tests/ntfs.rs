@@ -743,6 +743,10 @@ fn not_ntfs_partitions_are_named() {
     let e = open_vol(&d).unwrap_err();
     assert!(matches!(e, Error::Refused { .. }), "{e}");
     ls_fails_with(&d, "BitLocker");
+    // Without --partition too: the only partition's own reason is given.
+    let o = common::imgcheck(&["ls", s(&d)]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("BitLocker"));
 
     // A broken NTFS boot sector (OEM ID right, BPB wrong): each gives a specific message.
     for (off, bytes, want) in [

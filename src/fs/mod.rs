@@ -1325,6 +1325,10 @@ pub fn default_volume(dev: &Arc<dyn BlockDevice>, table: &PartitionTable) -> Res
     if let Some(e) = first_err {
         return Err(e);
     }
+    // No NTFS anywhere: the first partition's own error says what it is (BitLocker, FAT...).
+    if let Some(p) = table.first_partition() {
+        Volume::open_partition(dev, table, p.index)?;
+    }
     if table.partitions.is_empty() && table.boot_sector_at_0.as_deref() == Some("NTFS") {
         return Volume::open_named(
             dev,
