@@ -185,8 +185,9 @@ enum Command {
         /// Destination file.
         dst: PathBuf,
     },
-    /// List a directory inside the image's NTFS file system, offline (names as `ntfsls -F`
-    /// prints them: index order, a trailing / on directories).
+    /// List a directory inside the image's NTFS file system, offline: one name per line, a
+    /// trailing / on directories, in NTFS collation order (the names `ntfsls -F` prints; ntfsls
+    /// prints large directories in on-disk block order instead). No DOS 8.3 aliases.
     Ls {
         /// Partition number (as Linux numbers them; 0 = the whole disk is one volume).
         /// Default: the partition holding \Windows, else the first NTFS partition.
@@ -228,10 +229,17 @@ fn open_volume(image: &str, open: &OpenArgs, partition: Option<u32>) -> Result<f
         eprintln!("imgcheck: warning: {w}");
     }
     let table = disk::analyze(&dev)?;
-    Ok(match partition {
-        Some(n) => fs::open_index(&dev, &table, n)?,
-        None => fs::default_volume(&dev, &table)?,
-    })
+    match partition {
+        Some(n) => fs::open_index(&dev, &table, n),
+        None => fs::default_volume(&dev, &table),
+    }
+    .map_err(flat)
+}
+
+/// An error whose message already carries its cause (imgcheck's I/O errors print their
+/// source), so `{:#}` does not print the cause twice.
+fn flat(e: imgcheck::Error) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
 }
 
 /// `-o key=value,key2=value2` (repeatable) into pairs; a bare key means "on".
@@ -539,9 +547,11 @@ fn run(cli: Cli) -> Result<u8> {
         } => {
             use std::io::Write;
             let vol = open_volume(&image, &open, partition)?;
-            let st = vol.stat(&path)?;
-            let entries = if st.is_dir {
-                vol.list_opts(&path, system)?
+            let st = vol.stat(&path).map_err(flat)?;
+            let entries = if st.is_dir && long {
+                vol.list_opts(&path, system).map_err(flat)?
+            } else if st.is_dir {
+                vol.list_names(&path, system).map_err(flat)?
             } else {
                 vec![fs::DirEntry {
                     name: st.name.clone(),
@@ -588,7 +598,7 @@ fn run(cli: Cli) -> Result<u8> {
                     return Ok(EXIT_OK)
                 }
                 r => {
-                    r?;
+                    r.map_err(flat)?;
                 }
             }
             match out.flush() {

@@ -277,6 +277,9 @@ fn reparse_tag_name(tag: u32) -> &'static str {
 fn le16(b: &[u8], off: usize) -> u16 {
     u16::from_le_bytes([b[off], b[off + 1]])
 }
+fn le32(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
+}
 fn le64(b: &[u8], off: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[off..off + 8]);
@@ -350,7 +353,7 @@ impl Volume {
             ));
         }
         let len = len.min(size - start);
-        match probe(dev, start, len).map_err(|e| Error::corrupt(&name, e.to_string()))? {
+        match probe(dev, start, len)? {
             FsKind::Ntfs => {}
             FsKind::BitLocker => {
                 return Err(Error::refused(
@@ -401,6 +404,9 @@ impl Volume {
                 format!("the NTFS boot sector is invalid: {what}; run chkdsk (or restore the backup boot sector)"),
             )
         };
+        if !(256..=4096).contains(&sector) || !sector.is_power_of_two() {
+            return Err(bad_boot(format!("bytes per sector is {sector}")));
+        }
         if cluster == 0 {
             return Err(bad_boot(format!("sectors per cluster is {spc}")));
         }
@@ -468,7 +474,7 @@ impl Volume {
         }
         vol.info = vol.read_info()?;
         // The root directory must open and have a readable index.
-        vol.list_record(ROOT_RECORD, "\\", true)?;
+        vol.list_record(ROOT_RECORD, "\\", true, false)?;
         Ok(vol)
     }
 
@@ -743,10 +749,24 @@ impl Volume {
     pub fn list_opts(&self, path: &str, system: bool) -> Result<Vec<DirEntry>> {
         let mut fs = self.reader(METADATA_BUDGET);
         let (rec, stored) = self.resolve(&mut fs, path)?;
-        self.list_record(rec, &display_path(&stored), system)
+        self.list_record(rec, &display_path(&stored), system, true)
     }
 
-    fn list_record(&self, rec: u64, shown: &str, system: bool) -> Result<Vec<DirEntry>> {
+    /// Like [`Volume::list_opts`] but without reading each file's record: sizes come from the
+    /// directory index, which Windows refreshes only lazily (fast for huge directories).
+    pub fn list_names(&self, path: &str, system: bool) -> Result<Vec<DirEntry>> {
+        let mut fs = self.reader(METADATA_BUDGET);
+        let (rec, stored) = self.resolve(&mut fs, path)?;
+        self.list_record(rec, &display_path(&stored), system, false)
+    }
+
+    fn list_record(
+        &self,
+        rec: u64,
+        shown: &str,
+        system: bool,
+        sizes: bool,
+    ) -> Result<Vec<DirEntry>> {
         let mut fs = self.reader(METADATA_BUDGET);
         let dir = self.file(&mut fs, rec, shown)?;
         if !dir.is_directory() {
@@ -796,6 +816,8 @@ impl Volume {
             // The size in the index is only refreshed on rename; take the record's when it reads.
             let size = if is_dir {
                 0
+            } else if !sizes {
+                index_size
             } else {
                 let mut fs = self.reader(METADATA_BUDGET);
                 self.file(&mut fs, record, shown)
@@ -1026,32 +1048,45 @@ impl Volume {
     fn initialized_size(&self, file: &NtfsFile, pos: u64, shown: &str) -> Result<u64> {
         let rs = self.ntfs.file_record_size() as u64;
         let base = file.position().value().map(|p| p.get()).unwrap_or(0);
-        let rec_start = if pos >= base && pos < base + rs {
-            base
+        // The base record, or (for an attribute-list extension) the record containing `pos`:
+        // records start on a 512-byte boundary at most `rs` bytes before it.
+        let candidates: Vec<u64> = if pos >= base && pos < base + rs {
+            vec![base]
         } else {
-            // An extension record (attribute list): records are aligned within the $MFT.
-            pos - pos % rs
+            let sec = pos - pos % 512;
+            (0..rs / 512)
+                .filter_map(|k| sec.checked_sub(k * 512))
+                .collect()
         };
-        let r = DeviceReader::window(self.dev.clone(), self.start, self.len);
-        let mut rec = vec![0u8; rs as usize];
-        let n = r
-            .read_at(&mut rec, rec_start)
-            .map_err(|e| Error::io(&self.name, e))?;
         let bad = |why: &str| {
             Error::corrupt(
                 &self.name,
                 format!("{shown}: cannot read the valid data length of its data stream: {why}"),
             )
         };
-        if n < rec.len() || &rec[0..4] != b"FILE" {
-            return Err(bad("the MFT record holding it was not found"));
+        let r = DeviceReader::window(self.dev.clone(), self.start, self.len);
+        let mut last = "the MFT record holding it was not found".to_string();
+        for rec_start in candidates {
+            let mut rec = vec![0u8; rs as usize];
+            let n = r
+                .read_at(&mut rec, rec_start)
+                .map_err(|e| Error::io(&self.name, e))?;
+            if n < rec.len() || &rec[0..4] != b"FILE" {
+                continue;
+            }
+            if let Err(m) = apply_fixup(&mut rec) {
+                last = m;
+                continue;
+            }
+            let off = (pos - rec_start) as usize;
+            let used = le32(&rec, 0x18) as usize;
+            if off + 0x40 > rec.len().min(used) || rec[off + 8] == 0 {
+                last = "the attribute is not where the record says".to_string();
+                continue;
+            }
+            return Ok(le64(&rec, off + 0x38));
         }
-        apply_fixup(&mut rec).map_err(|m| bad(&m))?;
-        let off = (pos - rec_start) as usize;
-        if off + 0x40 > rec.len() || rec[off + 8] == 0 {
-            return Err(bad("the attribute is not where the record says"));
-        }
-        Ok(le64(&rec, off + 0x38))
+        Err(bad(&last))
     }
 
     /// Whether Windows is hibernated (or shut down with Fast Startup): `\hiberfil.sys`
@@ -1140,7 +1175,10 @@ fn map_err(name: &str, what: &str, e: NtfsError, budget: u64) -> Error {
                 format!("{what}: the record is corrupt: {e} (run chkdsk /f)"),
             )
         }
-        e => Error::corrupt(name, format!("{what}: {e}")),
+        e => Error::corrupt(
+            name,
+            format!("{what}: {e} (byte positions are counted from the partition's start)"),
+        ),
     }
 }
 
@@ -1186,6 +1224,67 @@ pub fn hibernation(vol: &Volume) -> Result<Option<Hibernation>> {
     }
 }
 
+/// What one partition holds, as [`scan`] found it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionFs {
+    /// Partition number (as in the [`PartitionTable`]).
+    pub index: u32,
+    pub start: u64,
+    pub size: u64,
+    /// What the boot sector says; `None` when even that could not be read.
+    pub fs: Option<FsKind>,
+    /// Volume facts when it opened as NTFS.
+    pub volume: Option<VolumeInfo>,
+    /// Why it did not open (or could not be probed).
+    pub error: Option<String>,
+    /// `\Windows\System32\config` exists on it.
+    pub windows: bool,
+    /// A hibernated Windows (hiberfil.sys signature), when it opened.
+    pub hibernation: Option<Hibernation>,
+}
+
+/// Probe every data partition and open the NTFS ones: a summary for checks and reports.
+/// Nothing here is an error; each partition carries its own outcome.
+pub fn scan(dev: &Arc<dyn BlockDevice>, table: &PartitionTable) -> Vec<PartitionFs> {
+    let mut out = Vec::new();
+    for p in table.data_partitions() {
+        let mut r = PartitionFs {
+            index: p.index,
+            start: p.start,
+            size: p.size,
+            fs: None,
+            volume: None,
+            error: None,
+            windows: false,
+            hibernation: None,
+        };
+        match probe(dev, p.start, p.size) {
+            Err(e) => r.error = Some(e.to_string()),
+            Ok(k) => {
+                r.fs = Some(k);
+                match Volume::open_partition(dev, table, p.index) {
+                    Ok(v) => {
+                        r.volume = Some(v.info().clone());
+                        match v.exists(WINDOWS_CONFIG_DIR) {
+                            Ok(w) => r.windows = w,
+                            Err(e) => r.error = Some(e.to_string()),
+                        }
+                        match v.hibernation() {
+                            Ok(h) => r.hibernation = h,
+                            Err(e) => {
+                                r.error.get_or_insert(e.to_string());
+                            }
+                        }
+                    }
+                    Err(e) => r.error = Some(e.to_string()),
+                }
+            }
+        }
+        out.push(r);
+    }
+    out
+}
+
 /// Path whose presence marks the Windows system partition.
 pub const WINDOWS_CONFIG_DIR: &str = "Windows/System32/config";
 
@@ -1225,6 +1324,10 @@ pub fn default_volume(dev: &Arc<dyn BlockDevice>, table: &PartitionTable) -> Res
     }
     if let Some(e) = first_err {
         return Err(e);
+    }
+    // No NTFS anywhere: the first partition's own error says what it is (BitLocker, FAT...).
+    if let Some(p) = table.first_partition() {
+        Volume::open_partition(dev, table, p.index)?;
     }
     if table.partitions.is_empty() && table.boot_sector_at_0.as_deref() == Some("NTFS") {
         return Volume::open_named(
