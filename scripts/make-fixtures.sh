@@ -138,7 +138,7 @@ SW_GOOD="software-base software-cloudbase-init software-virtio"
 FILES_GOOD="virtio-sys virtio-store netkvm-sys cloudbase"
 HIVE_VARIANTS="good no-virtio virtio-demand virtio-sys-missing virtio-staged virtio-unbound no-netkvm
   no-cloudbase vmware vmware-disabled xen xen-disabled vbox vbox-disabled parallels parallels-disabled
-  ws2019 ws2008r2 pending-rename fast-startup static-ip rtu"
+  ws2019 ws2008r2 pending-rename fast-startup static-ip rtu controlset2 dirty-log"
 variant() {
   SYS=$SYS_GOOD SW=$SW_GOOD FILES=$FILES_GOOD
   case $1 in
@@ -160,6 +160,8 @@ variant() {
     ws2008r2) SYS="system-base system-virtio-storage system-virtio-cddb system-netkvm system-cloudbase-init system-ws2008r2"
       SW+=" software-ws2008r2" ;;
     pending-rename|fast-startup|static-ip|rtu) SYS+=" system-$1" ;;
+    controlset2) ;;   # see build_hives: the good set as ControlSet002, a stale ControlSet001
+    dirty-log) SYS+=" system-virtio-storage-demand" ;;  # the primary; the log makes it good
     *) die "unknown variant $1" ;;
   esac
 }
@@ -170,17 +172,57 @@ build_hives() {
   variant "$v"
   mkdir -p "$dir"
   mounted_devices_reg "$sig" "$off" > "$dir/mounted.reg"
+  local sys_frags=$SYS f
+  if [ "$v" = controlset2 ]; then
+    # ControlSet001: a stale set without Virtio and cloudbase-init; ControlSet002: the good set;
+    # Select\Current=2. A reader that assumes ControlSet001 finds no Virtio.
+    for f in $SYS_GOOD; do sed 's/ControlSet001/ControlSet002/g' "$REG/$f.reg"; echo; done > "$dir/cs2.reg"
+    printf 'Windows Registry Editor Version 5.00\n\n[HKEY_LOCAL_MACHINE\\SYSTEM\\Select]\n"Current"=dword:00000002\n"Default"=dword:00000002\n"LastKnownGood"=dword:00000001\n\n' > "$dir/select2.reg"
+    sys_frags="system-base system-driverdb $dir/cs2.reg $dir/select2.reg"
+  fi
   # shellcheck disable=SC2086
-  make_hive "$dir/SYSTEM" 'HKEY_LOCAL_MACHINE\SYSTEM' $SYS "$dir/mounted.reg"
+  make_hive "$dir/SYSTEM" 'HKEY_LOCAL_MACHINE\SYSTEM' $sys_frags "$dir/mounted.reg"
   # shellcheck disable=SC2086
   make_hive "$dir/SOFTWARE" 'HKEY_LOCAL_MACHINE\SOFTWARE' $SW
+  if [ "$v" = dirty-log ]; then
+    # The primary SYSTEM says viostor/vioscsi Start=3; SYSTEM.LOG1 holds the page in which
+    # Windows set them to 0 (boot) before the export, not yet written back to the primary.
+    cp "$dir/SYSTEM" "$dir/SYSTEM.before"
+    cp "$dir/SYSTEM" "$dir/SYSTEM.after"
+    python3 "$SRC/patch.py" hive-set-dword "$dir/SYSTEM.after" 'ControlSet001\Services\viostor' Start 0 >/dev/null
+    python3 "$SRC/patch.py" hive-set-dword "$dir/SYSTEM.after" 'ControlSet001\Services\vioscsi' Start 0 >/dev/null
+    expect_val "$dir/SYSTEM.after" 'ControlSet001\Services\viostor' Start 'dword:0*0$'
+    python3 "$SRC/patch.py" hive-log "$dir/SYSTEM.before" "$dir/SYSTEM.after" "$dir/SYSTEM" "$dir/SYSTEM.LOG1" >/dev/null
+    : > "$dir/SYSTEM.LOG2"
+    [ "$(od -An -tu4 -j4 -N8 "$dir/SYSTEM" | awk '{print ($1 != $2)}')" = 1 ] || die "dirty-log: primary not dirty"
+    head -c 4 "$dir/SYSTEM.LOG1" | grep -q regf && [ "$(dd if="$dir/SYSTEM.LOG1" bs=512 skip=1 count=1 status=none | head -c 4)" = HvLE ] \
+      || die "dirty-log: LOG1 is not a new-format log"
+    # Independent replay when regipy happens to be installed (it is not required).
+    if python3 -c 'import regipy' 2>/dev/null; then
+      python3 - "$dir" <<'PY' || die "dirty-log: regipy's replay does not give the intended hive"
+import sys
+from regipy.recovery import apply_transaction_logs
+d = sys.argv[1]
+apply_transaction_logs(d + "/SYSTEM", d + "/SYSTEM.LOG1", restored_hive_path=d + "/restored")
+assert open(d + "/restored", "rb").read()[4096:] == open(d + "/SYSTEM.after", "rb").read()[4096:]
+PY
+    fi
+    rm -f "$dir/SYSTEM.before" "$dir/SYSTEM.after" "$dir/restored"
+  fi
   check_hives "$v" "$dir/SYSTEM" "$dir/SOFTWARE"
 }
 
 # Read every hive back with hivexsh and check what its variant is about.
 check_hives() {
   local v=$1 S=$2 W_=$3 cs='ControlSet001'
-  expect_val "$S" 'Select' Current 'dword:0*1$'
+  if [ "$v" = controlset2 ]; then
+    cs=ControlSet002
+    expect_val "$S" 'Select' Current 'dword:0*2$'
+    expect_no_key "$S" 'ControlSet001\Services\viostor'
+    expect_no_key "$S" 'ControlSet001\Services\cloudbase-init'
+  else
+    expect_val "$S" 'Select' Current 'dword:0*1$'
+  fi
   expect_val "$S" "$cs\\Control\\Session Manager\\Environment" PROCESSOR_ARCHITECTURE 'AMD64'
   expect_val "$S" "$cs\\Control\\TimeZoneInformation" TimeZoneKeyName 'W. Europe Standard Time'
   expect_val "$S" 'MountedDevices' '\\\\DosDevices\\\\C:' '^hex\(3\):([0-9a-f]{2},){11}[0-9a-f]{2}$'
@@ -188,7 +230,7 @@ check_hives() {
   local vs=yes vstart=0 bound=yes nk=yes cb=yes
   case $v in
     no-virtio) vs=no bound=no nk=no ;;
-    virtio-demand) vstart=3 ;;
+    virtio-demand|dirty-log) vstart=3 ;;   # dirty-log: what the primary alone says
     virtio-staged) vs=no nk=no ;;
     virtio-unbound) bound=no ;;
     no-netkvm) nk=no ;;
@@ -303,6 +345,7 @@ windows_manifest() {
   printf 'd\t/Windows/Temp\nd\t/Users/Administrator\nd\t/PerfLogs\n'
   printf 'f\t/Windows/System32/config/SYSTEM\t%s\n' "$hd/SYSTEM"
   printf 'f\t/Windows/System32/config/SOFTWARE\t%s\n' "$hd/SOFTWARE"
+  for n in SYSTEM.LOG1 SYSTEM.LOG2; do [ -e "$hd/$n" ] && printf 'f\t/Windows/System32/config/%s\t%s\n' "$n" "$hd/$n"; done
   for n in cmd.exe winload.exe ntoskrnl.exe hal.dll; do printf 'f\t/Windows/System32/%s\t%s\n' "$n" "$P/$n"; done
   for n in disk partmgr volmgr atapi tcpip vmbus VMBusHID; do printf 'f\t/Windows/System32/drivers/%s.sys\t%s\n' "$n" "$P/$n.sys"; done
   if [[ $files == *" virtio-sys "* ]]; then
@@ -459,8 +502,10 @@ main() {
   for v in $HIVE_VARIANTS; do
     build_hives "$v" "$SIG" $((START * 512)) "$W/hives/$v"
     mkdir -p "$OUT/hives/$v"
-    xz -T1 -6 -c "$W/hives/$v/SYSTEM" > "$OUT/hives/$v/SYSTEM.xz"
-    xz -T1 -6 -c "$W/hives/$v/SOFTWARE" > "$OUT/hives/$v/SOFTWARE.xz"
+    local h
+    for h in SYSTEM SOFTWARE SYSTEM.LOG1 SYSTEM.LOG2; do
+      [ -e "$W/hives/$v/$h" ] && xz -T1 -6 -c "$W/hives/$v/$h" > "$OUT/hives/$v/$h.xz"
+    done
   done
 
   say "good-mbr"
