@@ -24,13 +24,16 @@ pub const VHD_COOKIE: &[u8; 8] = b"conectix";
 /// A text descriptor larger than this is not taken for one (real ones are a few hundred bytes).
 const MAX_DESCRIPTOR_FILE: u64 = 1 << 20;
 
-/// Whether `head` starts like a VMDK text descriptor (qemu accepts a first line of `#...` or
-/// `version=1`).
-pub fn looks_like_vmdk_descriptor(head: &[u8]) -> bool {
+/// Whether `head` is the start of a VMDK text descriptor. The signature line
+/// `# Disk DescriptorFile` decides alone; without it (qemu also accepts a first line of
+/// `version=1`), only a small file that names a createType is taken for one.
+pub fn looks_like_vmdk_descriptor(head: &[u8], file_len: u64) -> bool {
     let text = String::from_utf8_lossy(&head[..head.len().min(1024)]).to_ascii_lowercase();
     let t = text.trim_start_matches('\u{feff}').trim_start();
     t.starts_with("# disk descriptorfile")
-        || ((t.starts_with('#') || t.starts_with("version=")) && t.contains("createtype"))
+        || (file_len <= MAX_DESCRIPTOR_FILE
+            && (t.starts_with('#') || t.starts_with("version="))
+            && t.contains("createtype"))
 }
 
 /// Detect the container format of `s` from its content.
@@ -50,7 +53,7 @@ pub fn detect(s: &dyn Storage) -> Result<Detected> {
     } else if head.starts_with(VHD_COOKIE) {
         // Dynamic and differencing VHDs start with a copy of the footer.
         Format::Vhd
-    } else if s.len() <= MAX_DESCRIPTOR_FILE && looks_like_vmdk_descriptor(head) {
+    } else if looks_like_vmdk_descriptor(head, s.len()) {
         Format::Vmdk
     } else if vhd_footer_at_end(s) {
         Format::Vhd
