@@ -96,6 +96,9 @@ enum Command {
         /// No progress bar.
         #[arg(short = 'q', long)]
         quiet: bool,
+        /// Also print the time taken and the bytes read from image files (on stderr).
+        #[arg(short = 'v', long)]
+        verbose: bool,
         /// Read more image paths from this file, one per line ("-" for standard input).
         #[arg(long, value_name = "LIST")]
         from_file: Option<String>,
@@ -312,6 +315,7 @@ fn run(cli: Cli) -> Result<u8> {
             policy,
             set,
             quiet,
+            verbose,
             from_file,
             open,
             images,
@@ -334,6 +338,7 @@ fn run(cli: Cli) -> Result<u8> {
                 policy,
             };
             let bar = progress_bar(specs.len() as u64, quiet || specs.len() < 2, "images");
+            let started = std::time::Instant::now();
             let color = std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal();
             let style = report::text::Style { color };
             let stdout = std::sync::Mutex::new(std::io::stdout());
@@ -350,6 +355,14 @@ fn run(cli: Cli) -> Result<u8> {
             })?;
             if let Some(b) = bar {
                 b.finish_and_clear();
+            }
+            if verbose {
+                eprintln!(
+                    "imgcheck: verified {} image(s) in {:.3} s, reading {} bytes from image files",
+                    reports.len(),
+                    started.elapsed().as_secs_f64(),
+                    image::storage::file_bytes_read()
+                );
             }
             let mut out = std::io::stdout().lock();
             match format {
