@@ -687,6 +687,13 @@ containers() {
   conv good-mbr.qcow2 qcow2
   conv good-mbr.compressed.qcow2 qcow2 -c
   qemu-img info -f vpc "$W/good-mbr.vpc-fixed.vhd" | grep -q 'file format: vpc' || die "vpc fixed"
+  say "too-big: good-mbr's qcow2 grown to 3 TiB (larger than MBR with 512-byte sectors can address)"
+  cp "$W/good-mbr.qcow2" "$W/too-big.qcow2"
+  FT qemu-img resize -q -f qcow2 "$W/too-big.qcow2" 3T || die "qemu-img resize"
+  qemu-img check -q -f qcow2 "$W/too-big.qcow2" || die "too-big: qemu-img check"
+  qemu-img info -f qcow2 "$W/too-big.qcow2" | grep -q 'virtual size: 3 TiB (3298534883328 bytes)' || die "too-big: size"
+  qemu-img compare -q -f raw -F qcow2 "$src" "$W/too-big.qcow2" 2>/dev/null || die "too-big: contents differ from good-mbr"
+  store "$W/too-big.qcow2" too-big.qcow2
   store "$W/good-mbr.vpc-fixed.vhd" good-mbr.vpc-fixed.vhd
   store "$W/good-mbr.vpc-dynamic.vhd" good-mbr.vpc-dynamic.vhd
   store "$W/good-mbr.monolithicSparse.vmdk" good-mbr.monolithicSparse.vmdk
