@@ -224,6 +224,11 @@ const CASES: &[Case] = &[
         "PPPPPPPW",
         &[("system.state", "RealTimeIsUniversal")],
     ),
+    ("too-big.qcow2", "PFPPPPPP", &[("disk.partition-table", "2 TiB")]),
+    // viostor is boot-start only in SYSTEM.LOG1: passes only when the log is replayed.
+    ("dirty-log.raw", "PPPPPPPP", &[("system.state", "transaction logs were replayed")]),
+    // Select\Current = 2: ControlSet001 is stale and has no Virtio.
+    ("controlset2.raw", "PPPPPPPP", &[]),
     // The good disk in every container format qemu-img makes.
     ("good-mbr.vpc-fixed.vhd", "PPPPPPPP", &[]),
     ("good-mbr.vpc-dynamic.vhd", "PPPPPPPP", &[]),
@@ -300,6 +305,10 @@ fn os_identity_is_reported() {
         os["version"].as_str().unwrap().starts_with("6.3.9600"),
         "{os:#}"
     );
+    let (_, r) = verify_json(&fixture("dirty-log.raw", dir.path()), &[]);
+    assert_eq!(r["os"]["hives_replayed"][0], "SYSTEM");
+    let (_, r) = verify_json(&fixture("controlset2.raw", dir.path()), &[]);
+    assert_eq!(r["os"]["control_set"], "ControlSet002");
     let (_, r) = verify_json(&fixture("ws2019.raw", dir.path()), &[]);
     assert!(
         r["os"]["version"]
