@@ -475,7 +475,7 @@ fn main() {
         let bcd = Hive::open_vec("BCD", bc, &[]).unwrap();
         let opened = t.elapsed();
         let mut steps = Vec::new();
-        let mut lap = Instant::now();
+        let mut lap = t;
         let mut step = |name: &'static str| {
             steps.push(format!("{name} {:.0?}", lap.elapsed()));
             lap = Instant::now();
