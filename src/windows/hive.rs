@@ -764,9 +764,11 @@ impl Hive {
         }
         replay.logs_supplied = logs.len();
         let primary = Arc::new(primary);
+        let mut mirror_applied = 0;
         let mirror = if replay.dirty && !parsed.is_empty() {
             let mut m = primary.to_vec();
-            let (_, changed) = mirror_replay(&mut m, seq2, &parsed, MAX_HIVE_SIZE);
+            let (applied, changed) = mirror_replay(&mut m, seq2, &parsed, MAX_HIVE_SIZE);
+            mirror_applied = applied;
             replay.pages_changed = changed;
             replay.bytes_added = m.len().saturating_sub(primary.len());
             Arc::new(m)
@@ -824,6 +826,12 @@ impl Hive {
                 }
                 replay.notes.push(n.text.clone());
             }
+        }
+        if replay.logs_applied != (mirror_applied > 0) {
+            replay.notes.push(format!(
+                "imgcheck's own replay rules applied {mirror_applied} log entries where notatin {} (structure checks may look at other bytes than notatin reads)",
+                if replay.logs_applied { "applied some" } else { "applied none" }
+            ));
         }
         let root = guarded(name, "reading the root key", || parser.get_root_key())?
             .map_err(|e| Error::corrupt(name, format!("malformed registry hive: root key: {e}")))?
