@@ -1317,6 +1317,10 @@ fn dirty_hive_log_replay_changes_the_virtio_verdict() {
         "{r:#?}"
     );
     assert!(
+        !r.notes.iter().any(|n| n.contains("own replay rules")),
+        "{r:#?}"
+    );
+    assert!(
         r.bytes_added > 0 && r.bytes_added % 4096 == 0,
         "the log grows the hive: {r:#?}"
     );
@@ -1338,6 +1342,17 @@ fn dirty_hive_log_replay_changes_the_virtio_verdict() {
     bad[512 + 200] ^= 0xff;
     let h = Hive::open("dirty-SYSTEM", &primary, &[&bad]).unwrap();
     assert!(!h.replay().logs_applied, "{:#?}", h.replay());
+    assert!(
+        h.replay().notes.iter().any(|n| n.contains("hash mismatch")),
+        "{:#?}",
+        h.replay()
+    );
+    // Our own replay (used to check structures before notatin reads them) agrees.
+    assert!(!h
+        .replay()
+        .notes
+        .iter()
+        .any(|n| n.contains("own replay rules")));
     assert_eq!(
         virtio_storage(&h, &software, &present).unwrap().state,
         VirtioState::NotInstalled
