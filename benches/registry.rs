@@ -14,7 +14,7 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use imgcheck::windows::{
-    bcd_boot, cloudbase_init, conflicts, extra_warnings, os_identity, virtio_storage, Hive,
+    analyse, bcd_boot, cloudbase_init, conflicts, extra_warnings, os_identity, virtio_storage, Hive,
 };
 
 const HBIN: usize = 1 << 20;
@@ -491,6 +491,9 @@ fn main() {
         step("conflicts");
         let w = extra_warnings(&system, &software).unwrap();
         step("extra_warnings");
+        let all = analyse(&system, &software, &|_| true).unwrap();
+        step("analyse (memoised)");
+        assert_eq!(all.conflicts, k);
         let b = bcd_boot(&bcd).unwrap();
         step("bcd_boot");
         let total = t.elapsed();

@@ -561,9 +561,14 @@ fn os_fields() {
         .services
         .iter()
         .any(|s| s.name == "VMBusHID" && s.start_name == "manual"));
-    // JSON works.
+    // JSON works, and analyse() bundles everything.
     let j = serde_json::to_value(&os).unwrap();
     assert_eq!(j["version"], "10.0.17763.5329");
+    let all = imgcheck::windows::analyse(&p.system, &p.software, &|_| true).unwrap();
+    assert_eq!(all.os, os);
+    let j = serde_json::to_value(&all).unwrap();
+    assert_eq!(j["virtio"]["state"], "not_bound");
+    assert_eq!(j["os"]["services"][0]["type"], 1);
 
     // Windows 7: CurrentVersion only.
     let p = pair(&system_reg(), &software_reg(false));
