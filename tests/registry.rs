@@ -137,7 +137,12 @@ fn have_hivex() -> bool {
         .map(|o| o.status.success() || !o.stdout.is_empty())
         .unwrap_or(false);
     if !ok {
-        eprintln!("SKIPPED: hivexregedit not installed (apt-get install -y libhivex-bin)");
+        // Straight to fd 2, past the test harness's output capture: a skip must be seen.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED registry test: hivexregedit not installed (apt-get install -y libhivex-bin)"
+        );
     }
     ok
 }
