@@ -1347,6 +1347,35 @@ fn dirty_hive_log_replay_changes_the_virtio_verdict() {
         "{w:#?}"
     );
 
+    // A primary whose base block checksum is wrong: notatin puts the log's base block in its
+    // place, whose sequence numbers are equal, and then does not replay (a notatin limitation);
+    // this is reported, our own replay mirror agrees, and the warning says so.
+    let mut bad_base = primary.clone();
+    bad_base[508] ^= 0x55;
+    let h = Hive::open("dirty-SYSTEM", &bad_base, &[&log1]).unwrap();
+    let r = h.replay();
+    assert!(!r.checksum_ok && r.dirty && !r.logs_applied, "{r:#?}");
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n.contains("Applying recovered base block")),
+        "{r:#?}"
+    );
+    assert!(
+        !r.notes.iter().any(|n| n.contains("own replay rules")),
+        "{r:#?}"
+    );
+    assert_eq!(
+        virtio_storage(&h, &software, &present).unwrap().state,
+        VirtioState::NotInstalled
+    );
+    let w = extra_warnings(&h, &software).unwrap();
+    assert!(
+        w.iter()
+            .any(|w| w.kind == WarningKind::DirtyHiveNotReplayed),
+        "{w:#?}"
+    );
+
     // A log whose entry hash is wrong is not replayed.
     let mut bad = log1.clone();
     bad[512 + 200] ^= 0xff;
