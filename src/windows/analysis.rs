@@ -794,7 +794,7 @@ pub fn conflicts(system: &Hive, software: &Hive) -> Result<Vec<Conflict>> {
             registry_path: path,
             detail: Some(match svc {
                 Some(s) => format!("{detail}; driver Start={}", s.start_name),
-                None => format!("{detail}; no service {driver} exists (a dangling filter stops every device of the class)"),
+                None => format!("{detail}; no service {driver} exists (a filter whose driver is missing stops what it filters)"),
             }),
         });
     };
