@@ -7,6 +7,9 @@ Output (default fixtures/hives/):
   dirty-SYSTEM.LOG1  new-format transaction log (regf base block + one HvLE entry) whose
                      dirty pages turn the primary into the same hive with a boot-start viostor
                      service and its CriticalDeviceDatabase entry
+  dirty2-SYSTEM      the same primary
+  dirty2-SYSTEM.LOG1 a log whose entry (sequence N) adds the viostor service
+  dirty2-SYSTEM.LOG2 a log whose entry (sequence N+1) adds the PCI binding
 
 How: hivexregedit writes the "before" hive (onto fixtures/realdata/hivex-minimal-hive), then
 a copy of it gets the viostor keys merged in ("after"). hivex edits in place, so the two share
@@ -58,7 +61,7 @@ BEFORE = r"""Windows Registry Editor Version 5.00
 "Type"=dword:00000001
 """
 
-AFTER = r"""Windows Registry Editor Version 5.00
+AFTER_SERVICE = r"""Windows Registry Editor Version 5.00
 
 [HKEY_LOCAL_MACHINE\SYSTEM\ControlSet001\Services\viostor]
 "Start"=dword:00000000
@@ -66,6 +69,9 @@ AFTER = r"""Windows Registry Editor Version 5.00
 "ErrorControl"=dword:00000001
 "Group"="SCSI miniport"
 "ImagePath"=hex(2):73,00,79,00,73,00,74,00,65,00,6d,00,33,00,32,00,5c,00,64,00,72,00,69,00,76,00,65,00,72,00,73,00,5c,00,76,00,69,00,6f,00,73,00,74,00,6f,00,72,00,2e,00,73,00,79,00,73,00,00,00
+"""
+
+AFTER_BINDING = r"""Windows Registry Editor Version 5.00
 
 [HKEY_LOCAL_MACHINE\SYSTEM\ControlSet001\Control\CriticalDeviceDatabase\pci#ven_1af4&dev_1001&subsys_00021af4&rev_00]
 "Service"="viostor"
@@ -134,6 +140,44 @@ def merge(hive, text, tmp):
     subprocess.run(["hivexregedit", "--merge", "--prefix", PREFIX, hive, reg], check=True)
 
 
+def dirty_pages(old, new):
+    """4096-byte pages of the hive bins of `new` that differ from `old` (or are new)."""
+    bins_o = struct.unpack_from("<I", old, 40)[0]
+    bins_n = struct.unpack_from("<I", new, 40)[0]
+    assert bins_n >= bins_o and len(new) == 4096 + bins_n and len(old) == 4096 + bins_o
+    pages = []
+    for off in range(0, bins_n, 4096):
+        if new[4096 + off:4096 + off + 4096] != old[4096 + off:4096 + off + 4096]:
+            pages.append((off, new[4096 + off:4096 + off + 4096]))
+    assert pages, "the merge changed nothing"
+    return pages
+
+
+def log_entry(seq, bins, pages):
+    """One HvLE entry: header, dirty page references, pages, padded to a multiple of 512."""
+    refs = b"".join(struct.pack("<II", off, len(p)) for off, p in pages)
+    body = refs + b"".join(p for _, p in pages)
+    size = (40 + len(body) + 511) // 512 * 512
+    entry = bytearray(b"HvLE" + struct.pack("<IIIII", size, 0, seq, bins, len(pages)))
+    entry += b"\0" * 16  # hashes, filled below
+    entry += body
+    entry += b"\0" * (size - len(entry))
+    struct.pack_into("<Q", entry, 24, marvin32(SEED, bytes(entry[40:])))
+    struct.pack_into("<Q", entry, 32, marvin32(SEED, bytes(entry[:32])))
+    return bytes(entry)
+
+
+def log_file(base_of, seq, entries):
+    """A new-format log: the hive's base block with sequence numbers `seq`, file type 6
+    (transaction log, new format), 512 bytes; then the entries."""
+    return bytes(set_seqs(base_of[:512], seq, seq, file_type=6)) + b"".join(entries)
+
+
+def write(out, name, data):
+    with open(os.path.join(out, name), "wb") as f:
+        f.write(data)
+
+
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "fixtures", "hives")
     os.makedirs(out, exist_ok=True)
@@ -142,51 +186,37 @@ def main():
         shutil.copyfile(MINIMAL, before)
         os.chmod(before, 0o644)
         merge(before, BEFORE, tmp)
+        mid = os.path.join(tmp, "mid")
+        shutil.copyfile(before, mid)
+        merge(mid, AFTER_SERVICE, tmp)
         after = os.path.join(tmp, "after")
-        shutil.copyfile(before, after)
-        merge(after, AFTER, tmp)
+        shutil.copyfile(mid, after)
+        merge(after, AFTER_BINDING, tmp)
         b = open(before, "rb").read()
+        m = open(mid, "rb").read()
         a = open(after, "rb").read()
 
-    bins_b = struct.unpack_from("<I", b, 40)[0]
-    bins_a = struct.unpack_from("<I", a, 40)[0]
-    assert bins_a >= bins_b and len(a) == 4096 + bins_a and len(b) == 4096 + bins_b
-    pages = []
-    for off in range(0, bins_a, 4096):
-        new = a[4096 + off:4096 + off + 4096]
-        old = b[4096 + off:4096 + off + 4096]
-        if new != old:
-            pages.append((off, new))
-    assert pages, "the merge changed nothing"
-
     seq = struct.unpack_from("<I", b, 8)[0]  # the primary's secondary sequence number
+    bins = lambda h: struct.unpack_from("<I", h, 40)[0]
     # Primary: the old hive, left dirty (a write of sequence seq+1 began and did not finish).
     primary = bytes(set_seqs(b[:4096], seq + 1, seq)) + b[4096:]
 
-    # Log entry: header, dirty page references, pages, padded to a multiple of 512.
-    refs = b"".join(struct.pack("<II", off, len(p)) for off, p in pages)
-    body = refs + b"".join(p for _, p in pages)
-    size = 40 + len(body)
-    size = (size + 511) // 512 * 512
-    entry = bytearray(b"HvLE" + struct.pack("<IIIII", size, 0, seq, bins_a, len(pages)))
-    entry += b"\0" * 16  # hashes, filled below
-    entry += body
-    entry += b"\0" * (size - len(entry))
-    struct.pack_into("<Q", entry, 24, marvin32(SEED, bytes(entry[40:])))
-    struct.pack_into("<Q", entry, 32, marvin32(SEED, bytes(entry[:32])))
+    # dirty-SYSTEM + .LOG1: one log, one entry, before -> after.
+    pages = dirty_pages(b, a)
+    write(out, "dirty-SYSTEM", primary)
+    write(out, "dirty-SYSTEM.LOG1", log_file(a, seq, [log_entry(seq, bins(a), pages)]))
+    print(f"dirty-SYSTEM: sequence {seq + 1}/{seq}; dirty-SYSTEM.LOG1: 1 entry, "
+          f"{len(pages)} dirty pages, hive bins {bins(b)} -> {bins(a)}")
 
-    # Log base block: the hive's base block (new hive bins size), sequence numbers of the
-    # primary before the write, file type 6 (transaction log, new format); 512 bytes.
-    log_base = set_seqs(a[:512], seq, seq, file_type=6)
-    log = bytes(log_base) + bytes(entry)
-
-    with open(os.path.join(out, "dirty-SYSTEM"), "wb") as f:
-        f.write(primary)
-    with open(os.path.join(out, "dirty-SYSTEM.LOG1"), "wb") as f:
-        f.write(log)
-    print(f"dirty-SYSTEM: {len(primary)} bytes, sequence {seq + 1}/{seq}; "
-          f"dirty-SYSTEM.LOG1: {len(log)} bytes, 1 entry, {len(pages)} dirty pages, "
-          f"hive bins {bins_b} -> {bins_a}")
+    # dirty2-SYSTEM + .LOG1 + .LOG2: two logs, replayed oldest first. LOG1 (sequence seq)
+    # adds the service, LOG2 (sequence seq+1) the PCI binding.
+    p1 = dirty_pages(b, m)
+    p2 = dirty_pages(m, a)
+    write(out, "dirty2-SYSTEM", primary)
+    write(out, "dirty2-SYSTEM.LOG1", log_file(m, seq, [log_entry(seq, bins(m), p1)]))
+    write(out, "dirty2-SYSTEM.LOG2", log_file(a, seq + 1, [log_entry(seq + 1, bins(a), p2)]))
+    print(f"dirty2-SYSTEM: LOG1 {len(p1)} dirty pages (sequence {seq}), "
+          f"LOG2 {len(p2)} dirty pages (sequence {seq + 1})")
 
 
 if __name__ == "__main__":

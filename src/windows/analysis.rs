@@ -794,7 +794,7 @@ pub fn conflicts(system: &Hive, software: &Hive) -> Result<Vec<Conflict>> {
             registry_path: path,
             detail: Some(match svc {
                 Some(s) => format!("{detail}; driver Start={}", s.start_name),
-                None => format!("{detail}; no service {driver} exists (a dangling filter stops every device of the class)"),
+                None => format!("{detail}; no service {driver} exists (a filter whose driver is missing stops what it filters)"),
             }),
         });
     };
@@ -1050,4 +1050,33 @@ fn static_ip_details(ip: &StaticIp) -> Vec<String> {
 /// Convenience for callers that only have the version: Windows 8 / Server 2012 (6.2) or later.
 pub fn is_win8_or_later(v: &WindowsVersion) -> bool {
     v.major_minor().is_some_and(|(a, b)| (a, b) >= (6, 2))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Everything at once
+
+/// Every analysis of a SYSTEM/SOFTWARE pair, for `inspect`/`verify`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RegistryReport {
+    pub os: OsInfo,
+    pub virtio: VirtioStatus,
+    pub cloudbase_init: CloudbaseStatus,
+    pub conflicts: Vec<Conflict>,
+    pub warnings: Vec<ExtraWarning>,
+}
+
+/// Runs [`os_identity`], [`virtio_storage`], [`cloudbase_init`], [`conflicts`] and
+/// [`extra_warnings`].
+pub fn analyse(
+    system: &Hive,
+    software: &Hive,
+    file_exists: &dyn Fn(&str) -> bool,
+) -> Result<RegistryReport> {
+    Ok(RegistryReport {
+        os: os_identity(system, software)?,
+        virtio: virtio_storage(system, software, file_exists)?,
+        cloudbase_init: cloudbase_init(system, software)?,
+        conflicts: conflicts(system, software)?,
+        warnings: extra_warnings(system, software)?,
+    })
 }

@@ -478,9 +478,13 @@ struct LogEntry<'a> {
     pages: Vec<(usize, &'a [u8])>,
 }
 
-/// A parsed new-format transaction log: base block primary sequence number and entries.
+/// A parsed new-format transaction log: its base block's primary and secondary sequence
+/// numbers, and its entries.
+type ParsedLog<'a> = (u32, u32, Vec<LogEntry<'a>>);
+
+/// Parses a new-format transaction log.
 /// Parsing stops at the first entry that does not parse (bounded by the log size).
-fn parse_log(log: &[u8]) -> (u32, Vec<LogEntry<'_>>) {
+fn parse_log(log: &[u8]) -> ParsedLog<'_> {
     let mut entries = Vec::new();
     let mut pos = 512usize;
     while pos + 40 <= log.len() {
@@ -521,7 +525,7 @@ fn parse_log(log: &[u8]) -> (u32, Vec<LogEntry<'_>>) {
         });
         pos += size;
     }
-    (le32(log, 4), entries)
+    (le32(log, 4), le32(log, 8), entries)
 }
 
 /// Builds our own copy of what notatin's replay produces, following the same rules (logs
@@ -532,15 +536,15 @@ fn parse_log(log: &[u8]) -> (u32, Vec<LogEntry<'_>>) {
 fn mirror_replay(
     buf: &mut Vec<u8>,
     secondary: u32,
-    logs: &[(u32, Vec<LogEntry>)],
+    logs: &[&ParsedLog],
     cap: usize,
 ) -> (usize, usize) {
-    let mut order: Vec<&(u32, Vec<LogEntry>)> = logs.iter().collect();
+    let mut order: Vec<&ParsedLog> = logs.to_vec();
     order.sort_by_key(|l| l.0);
     let mut last = 0u32;
     let mut applied = 0;
     let mut changed = 0;
-    for (log_seq, entries) in order {
+    for (log_seq, _, entries) in order {
         if *log_seq < secondary || (last != 0 && *log_seq != last.wrapping_add(1)) {
             continue;
         }
@@ -757,16 +761,28 @@ impl Hive {
                         .into(),
                 );
             }
-            let (seq, entries) = parse_log(log);
-            replay.log_entries += entries.len();
-            replay.log_dirty_pages += entries.iter().map(|e| e.pages.len()).sum::<usize>();
-            parsed.push((seq, entries));
+            let parsed_log = parse_log(log);
+            replay.log_entries += parsed_log.2.len();
+            replay.log_dirty_pages += parsed_log.2.iter().map(|e| e.pages.len()).sum::<usize>();
+            parsed.push(parsed_log);
         }
         replay.logs_supplied = logs.len();
         let primary = Arc::new(primary);
-        let mirror = if replay.dirty && !parsed.is_empty() {
+        let mut mirror_applied = 0;
+        // Like notatin: with a bad base block checksum, the newest log's base block replaces
+        // the primary's and only that log is used; replay happens only when that base block's
+        // sequence numbers differ (in real logs they are equal, so such a hive is not replayed).
+        let (eff_seq1, eff_seq2, used): (u32, u32, Vec<&ParsedLog>) = if checksum_ok {
+            (seq1, seq2, parsed.iter().collect())
+        } else if let Some(newest) = parsed.iter().max_by_key(|l| l.0) {
+            (newest.0, newest.1, vec![newest])
+        } else {
+            (seq1, seq2, Vec::new())
+        };
+        let mirror = if replay.dirty && !used.is_empty() && eff_seq1 != eff_seq2 {
             let mut m = primary.to_vec();
-            let (_, changed) = mirror_replay(&mut m, seq2, &parsed, MAX_HIVE_SIZE);
+            let (applied, changed) = mirror_replay(&mut m, eff_seq2, &used, MAX_HIVE_SIZE);
+            mirror_applied = applied;
             replay.pages_changed = changed;
             replay.bytes_added = m.len().saturating_sub(primary.len());
             Arc::new(m)
@@ -824,6 +840,12 @@ impl Hive {
                 }
                 replay.notes.push(n.text.clone());
             }
+        }
+        if replay.logs_applied != (mirror_applied > 0) {
+            replay.notes.push(format!(
+                "imgcheck's own replay rules applied {mirror_applied} log entries where notatin {} (structure checks may look at other bytes than notatin reads)",
+                if replay.logs_applied { "applied some" } else { "applied none" }
+            ));
         }
         let root = guarded(name, "reading the root key", || parser.get_root_key())?
             .map_err(|e| Error::corrupt(name, format!("malformed registry hive: root key: {e}")))?
