@@ -206,6 +206,10 @@ pub fn batch_convert(
     remove_stale_temporaries(&opts.out_dir)?;
     let mut items = Vec::new();
     for image in images {
+        if crate::convert::cancelled() {
+            // Ctrl-C: the interrupted conversion removed its temporary output; stop here.
+            break;
+        }
         let out = output_name(image, &opts.out_dir, opts.convert.format);
         let mut item = BatchItem {
             image: image.clone(),

@@ -169,7 +169,7 @@ enum Command {
         /// Format options, comma-separated key=value (subformat=..., cluster_size=...).
         #[arg(short = 'o', long = "options")]
         options: Vec<String>,
-        /// Compress the output (qcow2).
+        /// Compress the output (qcow2; streamOptimized VMDK is always compressed).
         #[arg(short = 'c', long)]
         compress: bool,
         /// Worker threads (default: one per core).
@@ -178,9 +178,12 @@ enum Command {
         /// Overwrite DST if it exists.
         #[arg(long)]
         force: bool,
-        /// No progress bar.
+        /// No progress bar (there is none anyway when stderr is not a terminal).
         #[arg(short = 'q', long)]
         quiet: bool,
+        /// After converting, read DST back with imgcheck's reader and compare it with SRC.
+        #[arg(long)]
+        verify: bool,
         #[command(flatten)]
         open: OpenArgs,
         /// Source image (file or nbd:// URI).
@@ -295,6 +298,39 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
+}
+
+/// SIGINT/SIGTERM: ask the running conversion to stop; it removes its temporary output.
+extern "C" fn on_signal(_sig: libc::c_int) {
+    convert::request_cancel();
+}
+
+fn install_cancel_handler() {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe; sigaction is
+    // given a zeroed, fully initialised struct.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_signal as *const () as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
+        libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
+    }
+}
+
+/// A progress bar in bytes on stderr, or none.
+fn byte_progress_bar(show: bool, len: u64, what: &str) -> Option<indicatif::ProgressBar> {
+    if !show {
+        return None;
+    }
+    let b = indicatif::ProgressBar::new(len);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    ) {
+        b.set_style(style.progress_chars("=> "));
+    }
+    b.set_message(what.to_string());
+    Some(b)
 }
 
 fn run(cli: Cli) -> Result<u8> {
@@ -436,6 +472,7 @@ fn run(cli: Cli) -> Result<u8> {
             images,
         } => {
             let specs = imgcheck::batch::collect_images(&images, from_file.as_deref())?;
+            install_cancel_handler();
             let opts = imgcheck::batch::BatchConvertOptions {
                 convert: ConvertOptions {
                     format: output_format.parse()?,
@@ -528,7 +565,8 @@ fn run(cli: Cli) -> Result<u8> {
             compress,
             jobs,
             force,
-            quiet: _,
+            quiet,
+            verify,
             open,
             src,
             dst,
@@ -546,8 +584,41 @@ fn run(cli: Cli) -> Result<u8> {
                 jobs,
                 force,
             };
-            convert::convert(dev, &dst, &opts, &|_| {})
+            install_cancel_handler();
+            let show = !quiet && std::io::stderr().is_terminal();
+            let bar = byte_progress_bar(show, dev.size(), "converting");
+            let inc = |n: u64| {
+                if let Some(b) = &bar {
+                    b.inc(n)
+                }
+            };
+            let stats = convert::convert(dev.clone(), &dst, &opts, &inc)
                 .with_context(|| format!("converting {} to {}", src, dst.display()))?;
+            if let Some(b) = &bar {
+                b.finish_and_clear();
+            }
+            if verify {
+                let out = image::open(&dst, &OpenOptions::default())
+                    .with_context(|| format!("verify: cannot open {}", dst.display()))?;
+                let bar = byte_progress_bar(show, out.size(), "verifying");
+                let inc = |n: u64| {
+                    if let Some(b) = &bar {
+                        b.inc(n)
+                    }
+                };
+                convert::verify::compare(dev.as_ref(), out.as_ref(), opts.threads(), &inc)?;
+                if let Some(b) = &bar {
+                    b.finish_and_clear();
+                }
+                if !quiet {
+                    eprintln!(
+                        "imgcheck: verified: {} reads the same guest bytes as {}",
+                        dst.display(),
+                        src
+                    );
+                }
+            }
+            let _ = stats;
             Ok(EXIT_OK)
         }
         Command::Ls {

@@ -224,9 +224,17 @@ const CASES: &[Case] = &[
         "PPPPPPPW",
         &[("system.state", "RealTimeIsUniversal")],
     ),
-    ("too-big.qcow2", "PFPPPPPP", &[("disk.partition-table", "2 TiB")]),
+    (
+        "too-big.qcow2",
+        "PFPPPPPP",
+        &[("disk.partition-table", "2 TiB")],
+    ),
     // viostor is boot-start only in SYSTEM.LOG1: passes only when the log is replayed.
-    ("dirty-log.raw", "PPPPPPPP", &[("system.state", "transaction logs were replayed")]),
+    (
+        "dirty-log.raw",
+        "PPPPPPPP",
+        &[("system.state", "transaction logs were replayed")],
+    ),
     // Select\Current = 2: ControlSet001 is stale and has no Virtio.
     ("controlset2.raw", "PPPPPPPP", &[]),
     // The good disk in every container format qemu-img makes.

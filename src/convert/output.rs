@@ -2,6 +2,7 @@
 //! fsync'd and renamed into place only when complete; removed on drop if not committed.
 
 use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -64,6 +65,18 @@ impl Output {
         self.dst.display().to_string()
     }
 
+    /// Write all of `buf` at `offset` of the temporary file.
+    pub fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
+        self.file()
+            .write_all_at(buf, offset)
+            .map_err(|e| self.write_error(e))
+    }
+
+    /// Set the length of the temporary file (extending it leaves a hole).
+    pub fn set_len(&self, len: u64) -> Result<()> {
+        self.file().set_len(len).map_err(|e| self.write_error(e))
+    }
+
     /// Map a write error to one that names the destination and says when the disk is full.
     pub fn write_error(&self, e: std::io::Error) -> Error {
         let name = self.name();
@@ -82,6 +95,9 @@ impl Output {
         let file = self.file.take().expect("commit once");
         file.sync_all().map_err(|e| self.write_error(e))?;
         drop(file);
+        if super::cancelled() {
+            return Err(super::interrupted_error(&self.dst));
+        }
         std::fs::rename(&self.tmp, &self.dst).map_err(|e| Error::io(self.name(), e))?;
         self.committed = true;
         if let Some(dir) = self.dst.parent() {

@@ -1,19 +1,18 @@
-//! Raw writer: a sparse file the size of the guest disk; only data chunks are written.
+//! Raw writer: a sparse file the size of the guest disk. Only non-zero 4 KiB pieces of the
+//! source's data extents are written; holes and zeros stay holes.
 
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use rayon::prelude::*;
-
 use super::output::Output;
+use super::pipeline::{self, Chunk, CHUNK};
 use super::{ConvertOptions, ConvertStats};
-use crate::error::{Error, Result};
-use crate::image::{BlockDevice, ExtentKind};
+use crate::error::Result;
+use crate::image::BlockDevice;
 
-/// Size of the unit of parallel work.
-pub const CHUNK: u64 = 2 * 1024 * 1024;
+/// Granularity of zero detection in raw-like outputs (a host page / file-system block).
+pub const ZERO_GRAN: usize = 4096;
 
 /// Write `src` as a sparse raw file at `dst`.
 pub fn write(
@@ -24,65 +23,46 @@ pub fn write(
 ) -> Result<ConvertStats> {
     let out = Output::create(dst, opts.force)?;
     let size = src.size();
-    out.file().set_len(size).map_err(|e| out.write_error(e))?;
-    let chunks = data_chunks(src.as_ref(), CHUNK)?;
-    let read = AtomicU64::new(0);
-    let written = AtomicU64::new(0);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(opts.jobs)
-        .build()
-        .map_err(|e| Error::Other(format!("cannot start worker threads: {e}")))?;
-    pool.install(|| {
-        chunks.par_iter().try_for_each(|&(off, len)| -> Result<()> {
-            let mut buf = vec![0u8; len as usize];
-            src.read_at(&mut buf, off)?;
-            read.fetch_add(len, Ordering::Relaxed);
-            if !is_zero(&buf) {
-                out.file()
-                    .write_all_at(&buf, off)
-                    .map_err(|e| out.write_error(e))?;
-                written.fetch_add(len, Ordering::Relaxed);
-            }
-            progress(len);
-            Ok(())
-        })
-    })?;
+    out.set_len(size)?;
+    let (read, written) = copy_sparse(src.as_ref(), &out, 0, size, opts.threads(), progress)?;
     out.commit()?;
     Ok(ConvertStats {
         virtual_size: size,
-        bytes_read: read.into_inner(),
-        bytes_written: written.into_inner(),
+        bytes_read: read,
+        bytes_written: written,
     })
 }
 
-/// Split the data extents of `src` into chunks of at most `chunk` bytes, aligned to `chunk`.
-pub fn data_chunks(src: &dyn BlockDevice, chunk: u64) -> Result<Vec<(u64, u64)>> {
-    let size = src.size();
-    let mut out = Vec::new();
-    let window = 1u64 << 34;
-    let mut pos = 0;
-    while pos < size {
-        let wlen = window.min(size - pos);
-        for e in src.map(pos, wlen)? {
-            if e.kind != ExtentKind::Data {
-                continue;
+/// Copy the guest disk into `out` at `base + guest offset`, sparsely (raw and fixed VHD).
+/// `limit` is the guest space the output covers (at least `src.size()`). Returns the bytes
+/// read and written.
+pub fn copy_sparse(
+    src: &dyn BlockDevice,
+    out: &Output,
+    base: u64,
+    limit: u64,
+    jobs: usize,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(u64, u64)> {
+    let chunks = pipeline::plan(src, ZERO_GRAN as u64, CHUNK, limit.max(src.size()))?;
+    let read = AtomicU64::new(0);
+    let written = AtomicU64::new(0);
+    pipeline::run_unordered(
+        jobs,
+        &chunks,
+        || vec![0u8; CHUNK as usize],
+        |buf: &mut Vec<u8>, c: Chunk| {
+            let b = &mut buf[..c.len as usize];
+            pipeline::read_padded(src, b, c.offset)?;
+            read.fetch_add(c.len, Ordering::Relaxed);
+            for (s, l) in pipeline::nonzero_runs(b, ZERO_GRAN) {
+                out.write_at(&b[s..s + l], base + c.offset + s as u64)?;
+                written.fetch_add(l as u64, Ordering::Relaxed);
             }
-            let mut off = e.offset;
-            let end = e.offset + e.length;
-            while off < end {
-                let next = ((off / chunk) + 1) * chunk;
-                let stop = next.min(end);
-                out.push((off, stop - off));
-                off = stop;
-            }
-        }
-        pos += wlen;
-    }
-    Ok(out)
-}
-
-/// Whether a buffer is all zeros.
-pub fn is_zero(buf: &[u8]) -> bool {
-    let (pre, mid, post) = unsafe { buf.align_to::<u128>() };
-    pre.iter().all(|&b| b == 0) && mid.iter().all(|&w| w == 0) && post.iter().all(|&b| b == 0)
+            Ok(())
+        },
+        progress,
+    )?;
+    pipeline::credit_tail(&chunks, src.size(), progress);
+    Ok((read.into_inner(), written.into_inner()))
 }
