@@ -125,28 +125,45 @@ fn card(out: &mut String, r: &ImageReport) {
     out.push_str("</section>\n");
 }
 
+/// OS fields in the order people read them, with their labels.
+const OS_FIELDS: [(&str, &str); 13] = [
+    ("product_name", "product"),
+    ("edition_id", "edition"),
+    ("installation_type", "installation type"),
+    ("version", "version"),
+    ("architecture", "architecture"),
+    ("host_name", "host name"),
+    ("system_root", "system root"),
+    ("time_zone", "time zone"),
+    ("control_set", "control set"),
+    ("drive_letters", "drive letters"),
+    ("applications", "installed applications"),
+    ("services", "services"),
+    ("hives_replayed", "hives replayed from their logs"),
+];
+
 fn os_table(out: &mut String, os: &serde_json::Value) {
-    let Some(obj) = os.as_object() else { return };
     out.push_str("<table><tr><th colspan=\"2\">Windows</th></tr>\n");
-    for (k, v) in obj {
-        let text = match v {
+    for (key, label) in OS_FIELDS {
+        let text = match &os[key] {
             serde_json::Value::String(s) => s.clone(),
-            serde_json::Value::Null => continue,
-            serde_json::Value::Array(a) if a.len() > 8 => format!("{} entries", a.len()),
+            serde_json::Value::Array(a) if a.is_empty() => continue,
             serde_json::Value::Array(a) => a
                 .iter()
-                .map(|x| match x {
-                    serde_json::Value::String(s) => s.clone(),
-                    other => other.to_string(),
+                .map(|x| {
+                    x.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| x.to_string())
                 })
                 .collect::<Vec<_>>()
                 .join(", "),
+            serde_json::Value::Null => continue,
             other => other.to_string(),
         };
         let _ = writeln!(
             out,
             "<tr><td class=\"id\">{}</td><td>{}</td></tr>",
-            escape(k),
+            escape(label),
             escape(&text)
         );
     }
