@@ -912,3 +912,82 @@ fn listen_with_only_a_port_stays_on_loopback() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// A one-shot fake server on a free loopback port that sends `bytes` to the first client and
+/// then keeps the connection open for a moment (so the client fails on content, not on EOF).
+fn fake_server(bytes: Vec<u8>) -> (u16, std::thread::JoinHandle<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let t = std::thread::spawn(move || {
+        if let Ok((mut s, _)) = l.accept() {
+            let _ = s.write_all(&bytes);
+            s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+            let mut sink = [0u8; 4096];
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_secs(5) {
+                match s.read(&mut sink) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        }
+    });
+    (port, t)
+}
+
+#[test]
+fn hostile_or_wrong_servers_give_clear_errors() {
+    let greet = |flags: u16| {
+        let mut b = b"NBDMAGICIHAVEOPT".to_vec();
+        b.extend_from_slice(&flags.to_be_bytes());
+        b
+    };
+    // An option reply that claims 1 GiB of data.
+    let mut huge = greet(3);
+    huge.extend_from_slice(&REPLY_MAGIC.to_be_bytes());
+    huge.extend_from_slice(&8u32.to_be_bytes()); // reply to NBD_OPT_STRUCTURED_REPLY
+    huge.extend_from_slice(&1u32.to_be_bytes());
+    huge.extend_from_slice(&(1u32 << 30).to_be_bytes());
+    // An oldstyle server.
+    let mut old = b"NBDMAGIC".to_vec();
+    old.extend_from_slice(&0x0000_4202_8186_1253u64.to_be_bytes());
+    old.extend_from_slice(&[0u8; 8 + 4 + 124]);
+    // A reply to another option than the one asked.
+    let mut wrong = greet(3);
+    wrong.extend_from_slice(&REPLY_MAGIC.to_be_bytes());
+    wrong.extend_from_slice(&7u32.to_be_bytes());
+    wrong.extend_from_slice(&1u32.to_be_bytes());
+    wrong.extend_from_slice(&0u32.to_be_bytes());
+    for (bytes, expect) in [
+        (b"HTTP/1.1 400 Bad Request\r\n\r\n".to_vec(), "NBDMAGIC"),
+        (huge, "option reply of 1073741824 bytes"),
+        (old, "oldstyle"),
+        (wrong, "while waiting for NBD_OPT_STRUCTURED_REPLY"),
+    ] {
+        let (port, t) = fake_server(bytes);
+        let uri = format!("nbd://127.0.0.1:{port}/x");
+        let t0 = Instant::now();
+        let o = imgcheck(&["info", &uri]);
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "{expect}: took too long"
+        );
+        assert_eq!(o.status.code(), Some(2), "{expect}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(&uri) && err.contains(expect),
+            "{expect}: {err}"
+        );
+        t.join().unwrap();
+    }
+    // Bad URIs are refused before connecting.
+    for (uri, expect) in [
+        ("nbd+unix:///x", "socket"),
+        ("nbd://127.0.0.1:99999/x", "HOST[:PORT]"),
+    ] {
+        let o = imgcheck(&["info", uri]);
+        assert_eq!(o.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(expect) && err.contains(uri), "{err}");
+    }
+}
