@@ -222,10 +222,11 @@ fn serve(
     }
     let export_name = export_name.unwrap_or_else(|| default_export_name(&image));
     let cfg = ServeConfig {
+        // The file name only: clients need not learn the server's directory layout.
         description: format!(
             "{} image {} ({} bytes), read-only, served by imgcheck",
             dev.format(),
-            image,
+            default_export_name(&image),
             dev.size()
         ),
         export_name,

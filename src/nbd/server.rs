@@ -288,7 +288,13 @@ impl Server {
                 .spawn(move || {
                     let peer = stream.peer();
                     if let Err(e) = serve_connection(stream, dev, &export) {
-                        if !is_disconnect(&e) {
+                        if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+                        {
+                            eprintln!(
+                                "imgcheck serve: {peer}: closed, the client stopped talking for {} s",
+                                IO_TIMEOUT.as_secs()
+                            );
+                        } else if !is_disconnect(&e) {
                             eprintln!("imgcheck serve: {peer}: {e}");
                         }
                     }
