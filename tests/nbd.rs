@@ -991,3 +991,49 @@ fn hostile_or_wrong_servers_give_clear_errors() {
         assert!(err.contains(expect) && err.contains(uri), "{err}");
     }
 }
+
+#[test]
+fn sigterm_with_clients_connected_stops_promptly() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("disk.raw");
+    make_pattern_raw(&img, 256 * 1024, 2);
+    let mut s = serve_tcp(&img, "disk");
+    let port = port_of(&s.uri);
+    // one client in transmission, idle...
+    let mut idle = Raw::connect(port);
+    let mut go = name_data("disk");
+    go.extend_from_slice(&0u16.to_be_bytes());
+    idle.opt(7, &go);
+    while idle.opt_reply(7).0 != 1 {}
+    // ...one that connected and never negotiated
+    let mut silent = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut hello = [0u8; 18];
+    silent.read_exact(&mut hello).unwrap();
+
+    let pid = s.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "serve did not stop with clients connected"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    // both clients see the connection closed
+    let mut rest = Vec::new();
+    idle.s.read_to_end(&mut rest).unwrap();
+    silent.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+}
