@@ -1037,3 +1037,200 @@ fn sigterm_with_clients_connected_stops_promptly() {
     silent.read_to_end(&mut rest).unwrap();
     assert!(rest.is_empty());
 }
+
+/// A device made up in memory: data extents hold a pattern, zero and unallocated extents read
+/// as zeros, and reads touching `bad` fail. Served in-process through the library API.
+struct Synthetic {
+    size: u64,
+    extents: Vec<imgcheck::image::Extent>,
+    bad: Option<(u64, u64)>,
+}
+
+fn pattern_byte(off: u64) -> u8 {
+    (off.wrapping_mul(2_654_435_761) >> 13) as u8 | 1
+}
+
+impl imgcheck::image::BlockDevice for Synthetic {
+    fn format(&self) -> imgcheck::image::Format {
+        imgcheck::image::Format::Raw
+    }
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> imgcheck::Result<()> {
+        imgcheck::image::check_range("synthetic", offset, buf.len() as u64, self.size)?;
+        let end = offset + buf.len() as u64;
+        if let Some((s, e)) = self.bad {
+            if offset < e && s < end {
+                return Err(imgcheck::Error::corrupt("synthetic", "unreadable sector"));
+            }
+        }
+        for (i, b) in buf.iter_mut().enumerate() {
+            let o = offset + i as u64;
+            let data = self.extents.iter().any(|x| {
+                x.kind == imgcheck::image::ExtentKind::Data
+                    && x.offset <= o
+                    && o < x.offset + x.length
+            });
+            *b = if data { pattern_byte(o) } else { 0 };
+        }
+        Ok(())
+    }
+    fn map(&self, offset: u64, len: u64) -> imgcheck::Result<Vec<imgcheck::image::Extent>> {
+        let end = imgcheck::image::clip_end(offset, len, self.size);
+        let mut out = Vec::new();
+        for x in &self.extents {
+            let s = x.offset.max(offset);
+            let e = (x.offset + x.length).min(end);
+            if s < e {
+                imgcheck::image::push_extent(&mut out, s, e - s, x.kind);
+            }
+        }
+        Ok(out)
+    }
+    fn actual_size(&self) -> u64 {
+        self.size
+    }
+    fn name(&self) -> &str {
+        "synthetic"
+    }
+}
+
+fn serve_in_process(
+    dev: Synthetic,
+) -> (
+    String,
+    imgcheck::nbd::ShutdownHandle,
+    std::thread::JoinHandle<imgcheck::Result<()>>,
+) {
+    use imgcheck::nbd::{Listen, ServeConfig, Server};
+    let cfg = ServeConfig {
+        export_name: "syn".into(),
+        ..ServeConfig::default()
+    };
+    let server = Server::bind(
+        &Listen::Tcp("127.0.0.1:0".into()),
+        std::sync::Arc::new(dev),
+        &cfg,
+    )
+    .unwrap();
+    let uri = server.uri().unwrap();
+    let h = server.shutdown_handle();
+    (uri, h, std::thread::spawn(move || server.run()))
+}
+
+#[test]
+fn zero_extents_and_read_errors_of_any_device_reach_the_client() {
+    use imgcheck::image::{Extent, ExtentKind::*};
+    let mib = 1024 * 1024;
+    let ext = |offset, length, kind| Extent {
+        offset,
+        length,
+        kind,
+    };
+    let extents = vec![
+        ext(0, mib, Data),
+        ext(mib, mib, Zero),
+        ext(2 * mib, 2 * mib, Unallocated),
+        ext(4 * mib, mib / 2, Data),
+        ext(4 * mib + mib / 2, mib / 2, Zero),
+        ext(5 * mib, mib, Data),
+    ];
+    let size = 6 * mib;
+    let expect: Vec<u8> = (0..size)
+        .map(|o| {
+            let data = extents
+                .iter()
+                .any(|x| x.kind == Data && x.offset <= o && o < x.offset + x.length);
+            if data {
+                pattern_byte(o)
+            } else {
+                0
+            }
+        })
+        .collect();
+    let (uri, h, t) = serve_in_process(Synthetic {
+        size,
+        extents: extents.clone(),
+        bad: None,
+    });
+
+    // Our own client, in-process: map and bytes.
+    let dev = imgcheck::image::open_spec(&uri, &Default::default()).unwrap();
+    assert_eq!(dev.size(), size);
+    let mut got = vec![0u8; size as usize];
+    dev.read_at(&mut got, 0).unwrap();
+    assert_same_guest(&got, &expect, "synthetic over NBD");
+    let map = dev.map(0, size).unwrap();
+    let data: Vec<(u64, u64)> = map
+        .iter()
+        .filter(|e| e.kind == Data)
+        .map(|e| (e.offset, e.length))
+        .collect();
+    assert_eq!(
+        data,
+        [(0, mib), (4 * mib, mib / 2), (5 * mib, mib)],
+        "{map:?}"
+    );
+
+    if have("qemu-img") {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.raw");
+        qemu_img(&[
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "raw",
+            &uri,
+            &out.display().to_string(),
+        ]);
+        assert_same_guest(
+            &std::fs::read(&out).unwrap(),
+            &expect,
+            "qemu-img convert of synthetic",
+        );
+        let (ok, json, err) = run_out("qemu-img", &["map", "--output=json", "-f", "raw", &uri]);
+        assert!(ok, "{err}");
+        let runs = map_runs(&json);
+        // allocated zeros: data + zero; unallocated: zero only; data: data only
+        assert!(runs.contains(&(mib, mib, true, true)), "{json}");
+        assert!(runs.contains(&(2 * mib, 2 * mib, false, true)), "{json}");
+        assert!(runs.contains(&(0, mib, true, false)), "{json}");
+    }
+    h.shutdown();
+    t.join().unwrap().unwrap();
+
+    // A device read error becomes an NBD error the client reports; the server keeps serving.
+    let (uri, h, t) = serve_in_process(Synthetic {
+        size,
+        extents,
+        bad: Some((5 * mib + 4096, 5 * mib + 8192)),
+    });
+    let dev = imgcheck::image::open_spec(&uri, &Default::default()).unwrap();
+    let mut buf = vec![0u8; 65536];
+    let e = dev.read_at(&mut buf, 5 * mib).unwrap_err().to_string();
+    assert!(e.contains("EIO") && e.contains("unreadable sector"), "{e}");
+    dev.read_at(&mut buf, 0).unwrap();
+    assert_eq!(buf, &expect[..65536]);
+    if have("qemu-img") {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.raw");
+        let (ok, _, err) = run_out(
+            "qemu-img",
+            &[
+                "convert",
+                "-f",
+                "raw",
+                "-O",
+                "raw",
+                &uri,
+                &out.display().to_string(),
+            ],
+        );
+        assert!(!ok, "convert of a failing device succeeded");
+        assert!(err.contains("Input/output error"), "{err}");
+    }
+    h.shutdown();
+    t.join().unwrap().unwrap();
+}
