@@ -11,6 +11,7 @@
 //! - [`convert`]: writers for every output format;
 //! - [`nbd`]: NBD server and client.
 
+pub mod batch;
 pub mod checks;
 pub mod convert;
 pub mod disk;

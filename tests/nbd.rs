@@ -1234,3 +1234,74 @@ fn zero_extents_and_read_errors_of_any_device_reach_the_client() {
     h.shutdown();
     t.join().unwrap().unwrap();
 }
+
+/// `imgcheck verify --format json` of a file or URI: (exit status, report).
+fn verify_of(spec: &str) -> (i32, serde_json::Value) {
+    let o = imgcheck(&["verify", "--format", "json", "-q", spec]);
+    let v = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("verify {spec}: {e}: {}", String::from_utf8_lossy(&o.stderr)));
+    (o.status.code().unwrap_or(-1), v)
+}
+
+/// The checks of a report, without `image.format` when `skip_format` (an export of a qcow2
+/// made by qemu-nbd is raw guest data: only that check may differ).
+fn checks_of(r: &serde_json::Value, skip_format: bool) -> Vec<serde_json::Value> {
+    r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| !(skip_format && c["id"] == "image.format"))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn verify_over_nbd_gives_the_same_result_as_on_the_file() {
+    if !need_qemu() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut compared = 0;
+    for (name, fmt) in [
+        ("good-mbr.raw", "raw"),
+        ("no-virtio.raw", "raw"),
+        ("gpt.raw", "raw"),
+        ("good-mbr.qcow2", "qcow2"),
+    ] {
+        if !fixture_path(name).exists() && !fixture_path(&format!("{name}.xz")).exists() {
+            eprintln!("SKIP {name}: fixture not present");
+            continue;
+        }
+        let img = fixture(name, dir.path());
+        let file = img.display().to_string();
+        let (code, on_file) = verify_of(&file);
+        assert!(
+            code == 0 || code == 1,
+            "{name}: verify on the file: {on_file}"
+        );
+
+        // served by qemu-nbd (TCP, no kernel module): the guest disk as raw data
+        let (_q, uri) = qemu_nbd(&img, "guest", fmt, dir.path());
+        let (c2, via_qemu) = verify_of(&uri);
+        assert_eq!(c2, code, "{name} via qemu-nbd: {via_qemu}");
+        assert_eq!(via_qemu["verdict"], on_file["verdict"], "{name}");
+        assert_eq!(via_qemu["virtual_size"], on_file["virtual_size"], "{name}");
+        assert_eq!(
+            checks_of(&via_qemu, fmt != "raw"),
+            checks_of(&on_file, fmt != "raw"),
+            "{name} via qemu-nbd"
+        );
+
+        // served by imgcheck serve: the container is decoded by the server, verify sees raw
+        let s = serve_tcp(&img, "guest");
+        let (c3, via_ours) = verify_of(&s.uri);
+        assert_eq!(c3, code, "{name} via imgcheck serve: {via_ours}");
+        assert_eq!(
+            checks_of(&via_ours, fmt != "raw"),
+            checks_of(&on_file, fmt != "raw"),
+            "{name} via imgcheck serve"
+        );
+        compared += 1;
+    }
+    assert!(compared > 0, "no fixture compared");
+}

@@ -106,6 +106,11 @@ pub trait BlockDevice: Send + Sync {
     fn warnings(&self) -> Vec<String> {
         Vec::new()
     }
+    /// The backing file or parent this image reads through, when it has one (qcow2 backing
+    /// file, differencing VHD parent, VMDK delta parent).
+    fn backing(&self) -> Option<String> {
+        None
+    }
     /// A preferred read granularity (cluster, grain or block size), used by converters to size
     /// their chunks.
     fn granularity(&self) -> u64 {
@@ -289,6 +294,9 @@ impl BlockDevice for Warned {
     }
     fn granularity(&self) -> u64 {
         self.inner.granularity()
+    }
+    fn backing(&self) -> Option<String> {
+        self.inner.backing()
     }
 }
 

@@ -182,3 +182,68 @@ pub fn imgcheck_info(img: &Path) -> serde_json::Value {
     );
     serde_json::from_slice(&o.stdout).unwrap()
 }
+
+/// Path of a committed fixture file.
+pub fn fixture_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+}
+
+/// Make fixture `name` (e.g. "good-mbr.raw") usable in `dir`: decompressed from `name.xz` when
+/// that is how it is stored, else copied. Returns its path.
+pub fn fixture(name: &str, dir: &Path) -> PathBuf {
+    use std::io::Read;
+    let out = dir.join(name);
+    if out.exists() {
+        return out;
+    }
+    let xz = fixture_path(&format!("{name}.xz"));
+    if xz.exists() {
+        let mut dec = xz2::read::XzDecoder::new(std::fs::File::open(&xz).unwrap());
+        let mut data = Vec::new();
+        dec.read_to_end(&mut data).unwrap();
+        write_sparse(&out, &data);
+    } else {
+        std::fs::copy(fixture_path(name), &out)
+            .unwrap_or_else(|e| panic!("fixture {name}: {e}"));
+    }
+    out
+}
+
+/// Write `data` to `path`, leaving runs of zeros as holes.
+pub fn write_sparse(path: &Path, data: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::create(path).unwrap();
+    f.set_len(data.len() as u64).unwrap();
+    for (i, chunk) in data.chunks(64 * 1024).enumerate() {
+        if chunk.iter().any(|&b| b != 0) {
+            f.write_all_at(chunk, (i * 64 * 1024) as u64).unwrap();
+        }
+    }
+}
+
+/// `imgcheck verify --format json` of one image, parsed, with its exit status.
+pub fn verify_json(img: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
+    let mut args = vec!["verify", "--format", "json"];
+    args.extend_from_slice(extra);
+    let p = img.display().to_string();
+    args.push(&p);
+    let o = imgcheck(&args);
+    let v = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "verify {} gave no JSON ({e}): {}",
+            img.display(),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    });
+    (o.status.code().unwrap_or(-1), v)
+}
+
+/// The check with `id` in a verify report.
+pub fn check<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("no check {id} in {report:#}"))
+}

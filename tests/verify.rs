@@ -1,0 +1,165 @@
+//! `imgcheck verify` over every fixture (see fixtures/README.md): each check's status, the key
+//! words of its message, the verdict and the exit status.
+mod common;
+use common::*;
+
+const IDS: [&str; 8] = [
+    "image.format",
+    "disk.partition-table",
+    "disk.first-partition",
+    "boot.firmware",
+    "drivers.virtio",
+    "software.cloudbase-init",
+    "software.conflicts",
+    "system.state",
+];
+
+/// (fixture, statuses in IDS order as P/W/F/S, [(check id, words its message must contain)]).
+type Case = (&'static str, &'static str, &'static [(&'static str, &'static str)]);
+
+const CASES: &[Case] = &[
+    ("good-mbr.raw", "PPPPPPPP", &[("boot.firmware", "winload.exe"), ("drivers.virtio", "boot-start")]),
+    ("good-sysres.raw", "PPPPPPPP", &[("disk.first-partition", "Windows is on partition 2")]),
+    ("ws2008r2.raw", "PPPPPPPP", &[("drivers.virtio", "CriticalDeviceDatabase")]),
+    ("ws2019.raw", "PPPPPPPP", &[]),
+    ("gpt.raw", "PFPFPPPP", &[("disk.partition-table", "GPT"), ("boot.firmware", "GPT")]),
+    ("hybrid-mbr.raw", "PFPFPPPP", &[("disk.partition-table", "hybrid")]),
+    ("bare-ntfs.raw", "PFFSSSSS", &[("disk.partition-table", "not a partition table")]),
+    ("zeros.raw", "PFFSSSSS", &[("disk.partition-table", "no partition table")]),
+    ("dynamic-ldm.raw", "PFPFPPPP", &[("disk.partition-table", "dynamic disk")]),
+    ("overlap.raw", "PFPPPPPP", &[("disk.partition-table", "overlap")]),
+    ("past-end.raw", "PFPPPPPP", &[("disk.partition-table", "past the end")]),
+    ("fat-first.raw", "PPFSSSSS", &[("disk.first-partition", "FAT16, not NTFS")]),
+    ("zeros-first.raw", "PPFSSSSS", &[("disk.first-partition", "all zeros")]),
+    ("bad-bootsector.raw", "PPFSSSSS", &[("disk.first-partition", "does not open")]),
+    ("bad-mft-record.raw", "PPFSSSSS", &[("disk.first-partition", "does not open")]),
+    ("dirty.raw", "PPWPPPPP", &[("disk.first-partition", "dirty")]),
+    ("bitlocker.raw", "PPFSSSSS", &[("disk.first-partition", "BitLocker")]),
+    ("hibernated.raw", "PPFPPPPP", &[("disk.first-partition", "HIBR")]),
+    ("odd-size.raw", "WPPPPPPP", &[("image.format", "not a whole number of MiB")]),
+    ("efi.raw", "PPPFPPPP", &[("boot.firmware", "EFI system partition")]),
+    ("no-virtio.raw", "PPPPFPPP", &[("drivers.virtio", "no Virtio storage driver")]),
+    ("virtio-demand.raw", "PPPPFPPP", &[("drivers.virtio", "not 0 (boot)")]),
+    ("virtio-staged.raw", "PPPPFPPP", &[("drivers.virtio", "staged in the driver store")]),
+    ("virtio-sys-missing.raw", "PPPPFPPP", &[("drivers.virtio", "vioscsi.sys")]),
+    ("virtio-unbound.raw", "PPPPFPPP", &[("drivers.virtio", "VEN_1AF4&DEV_1004")]),
+    ("no-netkvm.raw", "PPPPWPPP", &[("drivers.virtio", "netkvm")]),
+    ("no-cloudbase.raw", "PPPPPFPP", &[("software.cloudbase-init", "not installed")]),
+    ("vmware.raw", "PPPPPPFP", &[("software.conflicts", "VMware Tools"), ("software.conflicts", "vmci")]),
+    ("vmware-disabled.raw", "PPPPPPWP", &[("software.conflicts", "disabled")]),
+    ("xen.raw", "PPPPPPFP", &[("software.conflicts", "Xen PV"), ("software.conflicts", "xenvbd")]),
+    ("xen-disabled.raw", "PPPPPPWP", &[("software.conflicts", "disabled")]),
+    ("vbox.raw", "PPPPPPFP", &[("software.conflicts", "VirtualBox"), ("software.conflicts", "VBoxGuest")]),
+    ("vbox-disabled.raw", "PPPPPPWP", &[("software.conflicts", "disabled")]),
+    ("parallels.raw", "PPPPPPFP", &[("software.conflicts", "Parallels"), ("software.conflicts", "prl_")]),
+    ("parallels-disabled.raw", "PPPPPPWP", &[("software.conflicts", "disabled")]),
+    ("pending-rename.raw", "PPPPPPPW", &[("system.state", "pending")]),
+    ("fast-startup.raw", "PPPPPPPW", &[("system.state", "Fast Startup")]),
+    ("static-ip.raw", "PPPPPPPW", &[("system.state", "192.168.10.25")]),
+    ("rtu.raw", "PPPPPPPW", &[("system.state", "RealTimeIsUniversal")]),
+    // The good disk in every container format qemu-img makes.
+    ("good-mbr.vpc-fixed.vhd", "PPPPPPPP", &[]),
+    ("good-mbr.vpc-dynamic.vhd", "PPPPPPPP", &[]),
+    ("good-mbr.qcow2", "PPPPPPPP", &[]),
+    ("good-mbr.compressed.qcow2", "PPPPPPPP", &[]),
+    ("good-mbr.monolithicSparse.vmdk", "PPPPPPPP", &[]),
+    ("good-mbr.streamOptimized.vmdk", "PPPPPPPP", &[]),
+];
+
+fn status_letter(s: &serde_json::Value) -> char {
+    match s.as_str().unwrap() {
+        "pass" => 'P',
+        "warn" => 'W',
+        "fail" => 'F',
+        "skip" => 'S',
+        other => panic!("unknown status {other}"),
+    }
+}
+
+#[test]
+fn every_fixture_gives_the_documented_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut problems = Vec::new();
+    for (name, expected, words) in CASES {
+        let img = fixture(name, dir.path());
+        let (code, r) = verify_json(&img, &[]);
+        let got: String = IDS.iter().map(|id| status_letter(&check(&r, id)["status"])).collect();
+        if got != *expected {
+            problems.push(format!("{name}: statuses {got}, expected {expected}: {r:#}"));
+            continue;
+        }
+        let failed = expected.contains('F');
+        assert_eq!(r["verdict"], if failed { "fail" } else { "pass" }, "{name}");
+        assert_eq!(code, if failed { 1 } else { 0 }, "{name}: exit status");
+        for (id, w) in *words {
+            let msg = check(&r, id)["message"].as_str().unwrap().to_string();
+            if !msg.contains(w) {
+                problems.push(format!("{name}: {id} message lacks {w:?}: {msg}"));
+            }
+        }
+        // Every failure and warning says what to do.
+        for c in r["checks"].as_array().unwrap() {
+            if c["status"] == "fail" || c["status"] == "warn" {
+                assert!(
+                    c["hint"].as_str().is_some_and(|h| h.len() > 20),
+                    "{name}: {} has no useful hint",
+                    c["id"]
+                );
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn os_identity_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, r) = verify_json(&fixture("good-mbr.raw", dir.path()), &[]);
+    let os = &r["os"];
+    assert!(os["product_name"].as_str().unwrap().contains("Windows Server 2012 R2"), "{os:#}");
+    assert_eq!(os["control_set"], "ControlSet001");
+    assert!(os["version"].as_str().unwrap().starts_with("6.3.9600"), "{os:#}");
+    let (_, r) = verify_json(&fixture("ws2019.raw", dir.path()), &[]);
+    assert!(r["os"]["version"].as_str().unwrap().starts_with("10.0.17763"), "{:#}", r["os"]);
+}
+
+#[test]
+fn text_report_has_one_line_per_check_and_hints_under_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = fixture("vmware.raw", dir.path());
+    let o = imgcheck(&["verify", &img.display().to_string()]);
+    assert_eq!(o.status.code(), Some(1));
+    let text = String::from_utf8(o.stdout).unwrap();
+    for id in IDS {
+        assert_eq!(text.lines().filter(|l| l.contains(id)).count(), 1, "{id} in\n{text}");
+    }
+    let fail_line = text.lines().position(|l| l.contains("FAIL") && l.contains("software.conflicts")).unwrap();
+    let next = text.lines().nth(fail_line + 1).unwrap();
+    assert!(next.contains("→") && next.contains("uninstall"), "{text}");
+    assert!(text.contains("verdict: FAIL"));
+}
+
+#[test]
+fn policy_turns_checks_off_or_into_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = fixture("efi.raw", dir.path());
+    let (code, _) = verify_json(&img, &[]);
+    assert_eq!(code, 1);
+    let (code, r) = verify_json(&img, &["--set", "boot.firmware=warn"]);
+    assert_eq!(code, 0);
+    assert_eq!(check(&r, "boot.firmware")["status"], "warn");
+    let pol = dir.path().join("uefi-cloud.toml");
+    std::fs::write(&pol, "[checks]\n\"boot.firmware\" = \"off\"\n").unwrap();
+    let (code, r) = verify_json(&img, &["--policy", &pol.display().to_string()]);
+    assert_eq!(code, 0);
+    assert_eq!(check(&r, "boot.firmware")["status"], "skip");
+    // --strict: a warning fails.
+    let (code, r) = verify_json(&fixture("dirty.raw", dir.path()), &["--strict"]);
+    assert_eq!(code, 1);
+    assert_eq!(r["verdict"], "fail");
+    // A policy naming an unknown check is a usage error.
+    std::fs::write(&pol, "[checks]\n\"boot.firmwar\" = \"off\"\n").unwrap();
+    let o = imgcheck(&["verify", "--policy", &pol.display().to_string(), &img.display().to_string()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("boot.firmwar"));
+}
