@@ -1305,3 +1305,91 @@ fn verify_over_nbd_gives_the_same_result_as_on_the_file() {
     }
     assert!(compared > 0, "no fixture compared");
 }
+
+/// A fake server that greets, negotiates `NBD_OPT_GO` for a 1 MiB export (refusing every other
+/// option) when `negotiate`, and then never answers anything; it holds the connection until the
+/// client closes it (or 20 s pass).
+fn stuck_server(negotiate: bool) -> (u16, std::thread::JoinHandle<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let t = std::thread::spawn(move || {
+        let Ok((mut s, _)) = l.accept() else { return };
+        s.set_read_timeout(Some(Duration::from_secs(20))).ok();
+        let t0 = Instant::now();
+        if negotiate {
+            s.write_all(b"NBDMAGICIHAVEOPT\x00\x03").unwrap();
+            let mut b4 = [0u8; 4];
+            s.read_exact(&mut b4).unwrap();
+            loop {
+                let mut h = [0u8; 16];
+                if s.read_exact(&mut h).is_err() {
+                    return;
+                }
+                let opt = u32::from_be_bytes(h[8..12].try_into().unwrap());
+                let len = u32::from_be_bytes(h[12..16].try_into().unwrap());
+                let mut d = vec![0u8; len as usize];
+                s.read_exact(&mut d).unwrap();
+                let reply = |s: &mut TcpStream, typ: u32, data: &[u8]| {
+                    let mut b = REPLY_MAGIC.to_be_bytes().to_vec();
+                    b.extend_from_slice(&opt.to_be_bytes());
+                    b.extend_from_slice(&typ.to_be_bytes());
+                    b.extend_from_slice(&(data.len() as u32).to_be_bytes());
+                    b.extend_from_slice(data);
+                    s.write_all(&b).unwrap();
+                };
+                if opt == 7 {
+                    let mut info = 0u16.to_be_bytes().to_vec();
+                    info.extend_from_slice(&(1u64 << 20).to_be_bytes());
+                    info.extend_from_slice(&3u16.to_be_bytes());
+                    reply(&mut s, 3, &info);
+                    reply(&mut s, 1, &[]);
+                    break;
+                }
+                reply(&mut s, 0x8000_0001, &[]);
+            }
+        }
+        let mut sink = [0u8; 4096];
+        while t0.elapsed() < Duration::from_secs(20) {
+            match s.read(&mut sink) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    });
+    (port, t)
+}
+
+#[test]
+fn a_dead_server_gives_a_timeout_error_not_a_hang() {
+    use imgcheck::image::Storage;
+    use imgcheck::nbd::client::NbdStorage;
+    let timeout = Duration::from_secs(1);
+
+    // never greets
+    let (port, t) = stuck_server(false);
+    let uri = imgcheck::nbd::uri::parse(&format!("nbd://127.0.0.1:{port}/x")).unwrap();
+    let t0 = Instant::now();
+    let e = NbdStorage::connect_with_timeout("silent", &uri, timeout)
+        .err()
+        .expect("connected to a silent server");
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    assert!(e.to_string().contains("did not answer within 1 s"), "{e}");
+    drop(e);
+    t.join().unwrap();
+
+    // negotiates, then never answers a read
+    let (port, t) = stuck_server(true);
+    let uri = imgcheck::nbd::uri::parse(&format!("nbd://127.0.0.1:{port}/x")).unwrap();
+    let st = NbdStorage::connect_with_timeout("stuck", &uri, timeout).unwrap();
+    assert_eq!(st.len(), 1 << 20);
+    assert!(!st.info().structured);
+    let mut buf = vec![0u8; 4096];
+    let t0 = Instant::now();
+    let e = st.read_at(&mut buf, 0).unwrap_err();
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    assert!(e.to_string().contains("did not answer within 1 s"), "{e}");
+    drop(st);
+    t.join().unwrap();
+}

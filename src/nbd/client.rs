@@ -91,6 +91,7 @@ pub struct NbdStorage {
     name: String,
     uri: NbdUri,
     info: ExportInfo,
+    timeout: Duration,
     max_conns: usize,
     pool: Mutex<PoolState>,
     cv: Condvar,
@@ -467,7 +468,10 @@ impl Conn {
         let cookie = self.send(CMD_READ, 0, offset, buf.len() as u32)?;
         let mut covered: Vec<(u64, u64)> = Vec::new();
         let mut error: Option<io::Error> = None;
-        loop {
+        for n in 0.. {
+            if n == MAX_CHUNKS {
+                return Err(proto_err("too many chunks in one read reply"));
+            }
             let (structured, flags, typ, clen) = self.reply_header(cookie)?;
             if !structured {
                 if clen != 0 {
@@ -529,9 +533,6 @@ impl Conn {
                     )))
                 }
             }
-            if covered.len() > MAX_CHUNKS {
-                return Err(proto_err("too many chunks in one read reply"));
-            }
             if flags & REPLY_FLAG_DONE != 0 {
                 break;
             }
@@ -562,7 +563,10 @@ impl Conn {
         let cookie = self.send(CMD_BLOCK_STATUS, 0, offset, len)?;
         let mut out = None;
         let mut error = None;
-        loop {
+        for n in 0.. {
+            if n == MAX_CHUNKS {
+                return Err(proto_err("too many chunks in one block status reply"));
+            }
             let (structured, flags, typ, clen) = self.reply_header(cookie)?;
             if !structured {
                 return Err(if clen != 0 {
@@ -613,6 +617,24 @@ impl Conn {
     }
 }
 
+/// A socket timeout reads "Resource temporarily unavailable"; say what it means.
+fn explain_timeout(e: io::Error, timeout: Duration) -> io::Error {
+    if matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    ) {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "the NBD server did not answer within {} s (dead or stuck server?)",
+                timeout.as_secs_f64()
+            ),
+        )
+    } else {
+        e
+    }
+}
+
 fn server_error(err: u32, msg: &str) -> io::Error {
     let kind = match err {
         EPERM => io::ErrorKind::PermissionDenied,
@@ -628,8 +650,19 @@ fn server_error(err: u32, msg: &str) -> io::Error {
 impl NbdStorage {
     /// Connect to the export named by `uri` and negotiate.
     pub fn connect(name: &str, uri: &NbdUri) -> io::Result<NbdStorage> {
-        let stream = connect(&uri.address, TIMEOUT)?;
-        let (conn, info) = handshake(stream, &uri.export)?;
+        Self::connect_with_timeout(name, uri, TIMEOUT)
+    }
+
+    /// [`NbdStorage::connect`] with another timeout for connecting and for each socket read
+    /// or write.
+    pub fn connect_with_timeout(
+        name: &str,
+        uri: &NbdUri,
+        timeout: Duration,
+    ) -> io::Result<NbdStorage> {
+        let stream = connect(&uri.address, timeout)?;
+        let (conn, info) =
+            handshake(stream, &uri.export).map_err(|e| explain_timeout(e, timeout))?;
         let max_conns = if info.flags & FLAG_CAN_MULTI_CONN != 0 {
             MAX_CONNECTIONS
         } else {
@@ -639,6 +672,7 @@ impl NbdStorage {
             name: name.to_string(),
             uri: uri.clone(),
             info,
+            timeout,
             max_conns,
             pool: Mutex::new(PoolState {
                 idle: vec![conn],
@@ -669,11 +703,15 @@ impl NbdStorage {
             if first || (st.can_grow && st.open < self.max_conns) {
                 st.open += 1;
                 drop(st);
-                let timeout = if first { TIMEOUT } else { EXTRA_TIMEOUT };
+                let timeout = if first {
+                    self.timeout
+                } else {
+                    EXTRA_TIMEOUT.min(self.timeout)
+                };
                 let made = connect(&self.uri.address, timeout).and_then(|s| {
                     let (c, _) = handshake(s, &self.uri.export)?;
-                    c.r.get_ref().set_read_timeout(Some(TIMEOUT))?;
-                    c.w.set_write_timeout(Some(TIMEOUT))?;
+                    c.r.get_ref().set_read_timeout(Some(self.timeout))?;
+                    c.w.set_write_timeout(Some(self.timeout))?;
                     Ok(c)
                 });
                 st = self.state();
@@ -707,7 +745,7 @@ impl NbdStorage {
         let mut c = self.take()?;
         let r = f(&mut c);
         self.give_back(if r.is_ok() { Some(c) } else { None });
-        r
+        r.map_err(|e| explain_timeout(e, self.timeout))
     }
 }
 
