@@ -209,7 +209,7 @@ enum Command {
         /// File inside the file system (/ or \ separated, case-insensitive).
         path: String,
     },
-    /// Serve an image read-only over NBD (qemu-img, qemu-nbd -c, nbdkit clients can read it).
+    /// Serve an image read-only over NBD (for qemu-img, qemu-nbd -c, nbdinfo, nbdcopy, imgcheck).
     ///
     /// Prints one line, "listening on URI", on standard output once clients can connect.
     /// Stops on SIGINT or SIGTERM.
