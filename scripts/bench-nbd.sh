@@ -11,7 +11,8 @@
 # bytes are fetched over NBD and thrown away, so no disk write is measured. The image is read
 # once before the runs so that both servers read it from the page cache. Runs alternate
 # between the servers; the median of RUNS runs is reported. A second table does the same with
-# imgcheck as the client (`imgcheck convert -O raw nbd://... out`, output removed).
+# imgcheck as the client (`imgcheck convert -O raw nbd://... out`, output in /dev/shm when
+# writable, removed after each run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,7 +29,7 @@ WORK=$(mktemp -d /tmp/bench-nbd.XXXXXX)
 PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
+    rm -rf "$WORK" "${OUT_DIR:-$WORK}"
 }
 trap cleanup EXIT
 
@@ -64,10 +65,16 @@ median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1
 qemu_read() {
     qemu-img convert -n -f raw "$1" --target-image-opts "driver=null-co,size=$SIZE"
 }
+# imgcheck writes its output to memory (/dev/shm) when it can, so that the disk does not
+# dominate the figures; the output is removed after each run.
+OUT_DIR=$WORK
+if [ -d /dev/shm ] && [ -w /dev/shm ]; then
+    OUT_DIR=$(mktemp -d /dev/shm/bench-nbd.XXXXXX)
+fi
 imgcheck_read() {
-    rm -f "$WORK/out.raw"
-    "$IMGCHECK" convert -O raw "$1" "$WORK/out.raw"
-    rm -f "$WORK/out.raw"
+    rm -f "$OUT_DIR/out.raw"
+    "$IMGCHECK" convert -O raw "$1" "$OUT_DIR/out.raw"
+    rm -f "$OUT_DIR/out.raw"
 }
 
 # Sanity: both servers give the same bytes.
