@@ -226,6 +226,26 @@ enum Command {
         /// File inside the file system (/ or \ separated, case-insensitive).
         path: String,
     },
+    /// Serve an image read-only over NBD (for qemu-img, qemu-nbd -c, nbdinfo, nbdcopy, imgcheck).
+    ///
+    /// Prints one line, "listening on URI", on standard output once clients can connect.
+    /// Stops on SIGINT or SIGTERM.
+    Serve {
+        /// TCP address to listen on: ADDR:PORT, HOST:PORT or PORT (then on 127.0.0.1).
+        /// Port 0 picks a free port. Default: 127.0.0.1:10809 (loopback only).
+        #[arg(long, conflicts_with = "unix")]
+        listen: Option<String>,
+        /// Listen on this Unix-domain socket instead of TCP (removed again on exit).
+        #[arg(long)]
+        unix: Option<PathBuf>,
+        /// Export name (default: the image's file name; the empty default name is accepted too).
+        #[arg(long)]
+        export_name: Option<String>,
+        #[command(flatten)]
+        open: OpenArgs,
+        /// The image file (or nbd:// URI).
+        image: String,
+    },
 }
 
 /// Open the volume `ls` and `cat` work on.
@@ -690,5 +710,75 @@ fn run(cli: Cli) -> Result<u8> {
                 _ => Ok(EXIT_OK),
             }
         }
+        Command::Serve {
+            listen,
+            unix,
+            export_name,
+            open,
+            image,
+        } => serve(listen, unix, export_name, open, image),
     }
+}
+
+fn serve(
+    listen: Option<String>,
+    unix: Option<PathBuf>,
+    export_name: Option<String>,
+    open: OpenArgs,
+    image: String,
+) -> Result<u8> {
+    use imgcheck::nbd::{self, Listen, ServeConfig, Server, TermSignals};
+    use std::io::Write;
+    // Before any other thread exists, so that every thread inherits the blocked mask.
+    let signals = TermSignals::block().context("blocking SIGINT/SIGTERM")?;
+    let dev = image::open_spec(&image, &open.options())?;
+    for w in dev.warnings() {
+        eprintln!("imgcheck: warning: {w}");
+    }
+    let export_name = export_name.unwrap_or_else(|| default_export_name(&image));
+    let cfg = ServeConfig {
+        // The file name only: clients need not learn the server's directory layout.
+        description: format!(
+            "{} image {} ({} bytes), read-only, served by imgcheck",
+            dev.format(),
+            default_export_name(&image),
+            dev.size()
+        ),
+        export_name,
+        ..ServeConfig::default()
+    };
+    let where_ = match unix {
+        Some(p) => Listen::Unix(p),
+        None => {
+            Listen::Tcp(listen.unwrap_or_else(|| format!("127.0.0.1:{}", nbd::proto::DEFAULT_PORT)))
+        }
+    };
+    let server = Server::bind(&where_, dev, &cfg)?;
+    let handle = server.shutdown_handle();
+    signals.on_signal(move |sig| {
+        eprintln!("imgcheck serve: signal {sig}, stopping");
+        handle.shutdown();
+    });
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "listening on {}", server.uri()?)?;
+    out.flush()?;
+    drop(out);
+    server.run()?;
+    Ok(EXIT_OK)
+}
+
+/// The export name used when none is given: the image's file name (or an NBD source's export).
+fn default_export_name(image: &str) -> String {
+    if image::is_nbd_uri(image) {
+        if let Ok(u) = imgcheck::nbd::uri::parse(image) {
+            if !u.export.is_empty() {
+                return u.export;
+            }
+        }
+        return "disk".into();
+    }
+    std::path::Path::new(image)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "disk".into())
 }
