@@ -5,13 +5,10 @@ use std::fmt;
 /// Errors from reading images and what is inside them.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// An operating-system I/O error on a named file.
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// An operating-system I/O error on a named file. The message already carries the OS
+    /// error, so it is not also chained as a `source` (which `{:#}` would print twice).
+    #[error("{path}: {err}")]
+    Io { path: String, err: std::io::Error },
     /// The content is malformed: truncated, corrupt header or table, impossible values.
     #[error("{path}: {msg}")]
     Corrupt { path: String, msg: String },
@@ -41,7 +38,7 @@ impl Error {
     pub fn io(path: impl fmt::Display, source: std::io::Error) -> Self {
         Error::Io {
             path: path.to_string(),
-            source,
+            err: source,
         }
     }
     pub fn corrupt(path: impl fmt::Display, msg: impl Into<String>) -> Self {

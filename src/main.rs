@@ -255,17 +255,10 @@ fn open_volume(image: &str, open: &OpenArgs, partition: Option<u32>) -> Result<f
         eprintln!("imgcheck: warning: {w}");
     }
     let table = disk::analyze(&dev)?;
-    match partition {
-        Some(n) => fs::open_index(&dev, &table, n),
-        None => fs::default_volume(&dev, &table),
-    }
-    .map_err(flat)
-}
-
-/// An error whose message already carries its cause (imgcheck's I/O errors print their
-/// source), so `{:#}` does not print the cause twice.
-fn flat(e: imgcheck::Error) -> anyhow::Error {
-    anyhow::anyhow!("{e}")
+    Ok(match partition {
+        Some(n) => fs::open_index(&dev, &table, n)?,
+        None => fs::default_volume(&dev, &table)?,
+    })
 }
 
 /// `-o key=value,key2=value2` (repeatable) into pairs; a bare key means "on".
@@ -651,11 +644,11 @@ fn run(cli: Cli) -> Result<u8> {
         } => {
             use std::io::Write;
             let vol = open_volume(&image, &open, partition)?;
-            let st = vol.stat(&path).map_err(flat)?;
+            let st = vol.stat(&path)?;
             let entries = if st.is_dir && long {
-                vol.list_opts(&path, system).map_err(flat)?
+                vol.list_opts(&path, system)?
             } else if st.is_dir {
-                vol.list_names(&path, system).map_err(flat)?
+                vol.list_names(&path, system)?
             } else {
                 vec![fs::DirEntry {
                     name: st.name.clone(),
@@ -696,13 +689,13 @@ fn run(cli: Cli) -> Result<u8> {
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
             match vol.read_to(&path, &mut out) {
-                Err(imgcheck::Error::Io { source, .. })
+                Err(imgcheck::Error::Io { err: source, .. })
                     if source.kind() == std::io::ErrorKind::BrokenPipe =>
                 {
                     return Ok(EXIT_OK)
                 }
                 r => {
-                    r.map_err(flat)?;
+                    r?;
                 }
             }
             match out.flush() {

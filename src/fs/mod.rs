@@ -254,7 +254,7 @@ fn not_found(name: &str, path: &str) -> Error {
 
 /// Whether an error from this module means "no such file" (as opposed to a damaged volume).
 pub fn is_not_found(e: &Error) -> bool {
-    matches!(e, Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+    matches!(e, Error::Io { err, .. } if err.kind() == io::ErrorKind::NotFound)
 }
 
 fn reparse_tag_name(tag: u32) -> &'static str {
@@ -713,7 +713,7 @@ impl Volume {
         match self.resolve(&mut fs, path) {
             Ok(_) => Ok(true),
             Err(e) if is_not_found(&e) => Ok(false),
-            Err(e) if matches!(&e, Error::Io { source, .. } if source.kind() == io::ErrorKind::NotADirectory) => {
+            Err(e) if matches!(&e, Error::Io { err, .. } if err.kind() == io::ErrorKind::NotADirectory) => {
                 Ok(false)
             }
             Err(e) => Err(e),
