@@ -349,6 +349,10 @@ fn text_report_has_one_line_per_check_and_hints_under_failures() {
     let next = text.lines().nth(fail_line + 1).unwrap();
     assert!(next.contains("→") && next.contains("uninstall"), "{text}");
     assert!(text.contains("verdict: FAIL"));
+    assert!(
+        text.contains("os: Windows Server 2012 R2 Standard, 6.3.9600"),
+        "{text}"
+    );
 }
 
 #[test]

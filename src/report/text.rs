@@ -55,6 +55,21 @@ pub fn render(r: &ImageReport, style: Style) -> String {
         head.push_str(&format!(", {}", human_size(v)));
     }
     let _ = writeln!(out, "{head}");
+    if let Some(os) = &r.os {
+        let field = |k: &str| os[k].as_str().map(str::to_string);
+        let parts: Vec<String> = [
+            field("product_name"),
+            field("version"),
+            field("architecture"),
+            field("host_name").map(|h| format!("host {h}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if !parts.is_empty() {
+            let _ = writeln!(out, "  os: {}", parts.join(", "));
+        }
+    }
     let width = r.checks.iter().map(|c| c.id.len()).max().unwrap_or(0);
     for c in &r.checks {
         let _ = writeln!(
