@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use super::junit::escape;
 use crate::checks::image_format::human_size;
-use crate::checks::{ImageReport, Status, Verdict};
+use crate::checks::{ImageReport, Status};
 
 const CSS: &str = r#"
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em;background:#f4f5f7;color:#1d2330}
@@ -39,27 +39,15 @@ fn status_class(s: Status) -> &'static str {
 /// Render the run.
 pub fn render(reports: &[ImageReport], title: &str) -> String {
     let mut out = String::new();
-    let pass = reports
-        .iter()
-        .filter(|r| r.verdict == Verdict::Pass)
-        .count();
-    let fail = reports
-        .iter()
-        .filter(|r| r.verdict == Verdict::Fail)
-        .count();
-    let err = reports
-        .iter()
-        .filter(|r| r.verdict == Verdict::Error)
-        .count();
     let _ = write!(
         out,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
          <title>{}</title><style>{CSS}</style></head><body>\n<h1>{}</h1>\n\
-         <p class=\"summary\">{} images: {pass} passed, {fail} failed, {err} could not be read</p>\n",
+         <p class=\"summary\">{}</p>\n",
         escape(title),
         escape(title),
-        reports.len()
+        escape(&super::tally_sentence(reports))
     );
     for r in reports {
         card(&mut out, r);

@@ -48,6 +48,25 @@ pub fn json_line(report: &ImageReport) -> String {
     .expect("reports serialise")
 }
 
+/// How many images passed, failed and could not be read.
+pub fn tally(reports: &[ImageReport]) -> (usize, usize, usize) {
+    let count = |v: Verdict| reports.iter().filter(|r| r.verdict == v).count();
+    (
+        count(Verdict::Pass),
+        count(Verdict::Fail),
+        count(Verdict::Error),
+    )
+}
+
+/// "N images: P passed, F failed, E could not be read".
+pub fn tally_sentence(reports: &[ImageReport]) -> String {
+    let (pass, fail, err) = tally(reports);
+    format!(
+        "{} images: {pass} passed, {fail} failed, {err} could not be read",
+        reports.len()
+    )
+}
+
 /// Exit status for a run: 2 if any image could not be read, else 1 if any failed, else 0.
 pub fn exit_status(reports: &[ImageReport]) -> u8 {
     if reports.iter().any(|r| r.verdict == Verdict::Error) {

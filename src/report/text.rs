@@ -152,22 +152,6 @@ pub fn summary(reports: &[ImageReport], style: Style) -> String {
             w2 = w[2],
         );
     }
-    let pass = reports
-        .iter()
-        .filter(|r| r.verdict == Verdict::Pass)
-        .count();
-    let fail = reports
-        .iter()
-        .filter(|r| r.verdict == Verdict::Fail)
-        .count();
-    let err = reports
-        .iter()
-        .filter(|r| r.verdict == Verdict::Error)
-        .count();
-    let _ = writeln!(
-        out,
-        "{} images: {pass} passed, {fail} failed, {err} could not be read",
-        reports.len()
-    );
+    let _ = writeln!(out, "{}", super::tally_sentence(reports));
     out
 }
