@@ -54,7 +54,7 @@ const CASES: &[Case] = &[
     (
         "bare-ntfs.raw",
         "PFFSSSSS",
-        &[("disk.partition-table", "not a partition table")],
+        &[("disk.partition-table", "image of one partition")],
     ),
     (
         "zeros.raw",
@@ -114,7 +114,7 @@ const CASES: &[Case] = &[
     (
         "odd-size.raw",
         "WPPPPPPP",
-        &[("image.format", "not a whole number of MiB")],
+        &[("image.format", "not a multiple of 1 MiB")],
     ),
     (
         "efi.raw",
@@ -435,4 +435,55 @@ fn inspect_reports_identity_boot_drivers_software_and_services() {
         text.contains("Windows Server 2012 R2") && text.contains("vmci") && text.contains("BIOS"),
         "{text}"
     );
+}
+
+/// fixtures/expected.tsv (written with the fixtures, the same as fixtures/README.md) against
+/// what verify reports: every check's status and keyword, the verdict, and the extra warnings
+/// (reported by `system.state`).
+#[test]
+fn fixtures_expected_tsv_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let tsv = std::fs::read_to_string(fixture_path("expected.tsv")).unwrap();
+    let mut reports: std::collections::BTreeMap<String, serde_json::Value> = Default::default();
+    let mut problems = Vec::new();
+    let mut rows = 0;
+    for line in tsv
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
+        let cols: Vec<&str> = line.split('\t').collect();
+        let (file, what, status) = (cols[0], cols[1], cols.get(2).copied().unwrap_or(""));
+        let keyword = cols.get(3).copied().unwrap_or("").to_lowercase();
+        let name = file.strip_suffix(".xz").unwrap_or(file);
+        let r = reports
+            .entry(name.to_string())
+            .or_insert_with(|| verify_json(&fixture(name, dir.path()), &[]).1);
+        rows += 1;
+        let (got, text) = match what {
+            "verdict" => (r["verdict"].as_str().unwrap().to_string(), String::new()),
+            "note" => (String::new(), r.to_string()),
+            "warning" => {
+                let c = check(r, "system.state");
+                (
+                    c["status"].as_str().unwrap().to_string(),
+                    c["message"].to_string(),
+                )
+            }
+            id => {
+                let c = check(r, id);
+                (
+                    c["status"].as_str().unwrap().to_string(),
+                    c["message"].to_string(),
+                )
+            }
+        };
+        if !status.is_empty() && got != status {
+            problems.push(format!("{name} {what}: {got}, expected {status}"));
+        }
+        if !keyword.is_empty() && !text.to_lowercase().contains(&keyword) {
+            problems.push(format!("{name} {what}: {keyword:?} not in {text}"));
+        }
+    }
+    assert!(rows > 300, "expected.tsv has {rows} rows");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

@@ -51,7 +51,7 @@ pub fn check(dev: &dyn BlockDevice) -> CheckResult {
     if size % MIB != 0 {
         return CheckResult::warn(
             ID_IMAGE_FORMAT,
-            format!("{base}: not a whole number of MiB"),
+            format!("{base}: not a multiple of 1 MiB"),
             "some import services reject disks whose size is not a multiple of 1 MiB; round \
              it up with `qemu-img resize -f FORMAT IMAGE SIZE` (a size in whole MiB)",
         );

@@ -88,6 +88,7 @@ pub fn inspect(spec: &str, options: &OpenOptions) -> Result<InspectReport> {
         }
         match (&f.system, &f.software) {
             (Ok(system), Ok(software)) => {
+                let (system, software) = (&system.hive, &software.hive);
                 let win = insp.windows.as_ref().expect("hives come from Windows");
                 let exists = |p: &str| matches!(win.exists(p), Ok(true));
                 let mut note = |r: Result<()>| {

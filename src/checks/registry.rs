@@ -21,27 +21,39 @@ const CONFIG_DIR: &str = "Windows/System32/config";
 const BCD_PATHS: [&str; 2] = ["Boot/BCD", "EFI/Microsoft/Boot/BCD"];
 
 /// A hive read from the image, with its transaction logs replayed when they are there.
-fn load_hive(vol: &Volume, name: &str) -> Result<Hive, String> {
+pub struct LoadedHive {
+    pub hive: Hive,
+    /// The transaction log files that were found and given to the replay (e.g. "SYSTEM.LOG1").
+    pub logs: Vec<String>,
+}
+
+fn load_hive(vol: &Volume, name: &str) -> Result<LoadedHive, String> {
     let path = format!("{CONFIG_DIR}/{name}");
     let primary = vol
         .read_capped(&path, MAX_HIVE_SIZE as u64)
         .map_err(|e| e.to_string())?;
     let mut logs = Vec::new();
+    let mut log_names = Vec::new();
     for ext in ["LOG1", "LOG2"] {
         let p = format!("{path}.{ext}");
         if let Ok(true) = vol.exists(&p) {
             if let Ok(b) = vol.read_capped(&p, MAX_LOG_SIZE as u64) {
                 logs.push(b);
+                log_names.push(format!("{name}.{ext}"));
             }
         }
     }
     let refs: Vec<&[u8]> = logs.iter().map(Vec::as_slice).collect();
-    Hive::open(
+    let hive = Hive::open(
         &format!("{}: \\{}", vol.name(), path.replace('/', "\\")),
         &primary,
         &refs,
     )
-    .map_err(|e| e.to_string())
+    .map_err(|e| e.to_string())?;
+    Ok(LoadedHive {
+        hive,
+        logs: log_names,
+    })
 }
 
 /// The BCD store found on the disk, with where it was found.
@@ -90,8 +102,8 @@ fn find_bcd(insp: &Inspection, table: &PartitionTable) -> Option<FoundBcd> {
 
 /// Everything the registry checks need, read once.
 pub struct WindowsFacts {
-    pub system: Result<Hive, String>,
-    pub software: Result<Hive, String>,
+    pub system: Result<LoadedHive, String>,
+    pub software: Result<LoadedHive, String>,
     pub bcd: Option<FoundBcd>,
 }
 
@@ -110,7 +122,7 @@ impl WindowsFacts {
     /// Both hives, or the reason one could not be read.
     fn hives(&self) -> Result<(&Hive, &Hive), String> {
         match (&self.system, &self.software) {
-            (Ok(a), Ok(b)) => Ok((a, b)),
+            (Ok(a), Ok(b)) => Ok((&a.hive, &b.hive)),
             (Err(e), _) => Err(format!("the SYSTEM hive could not be read: {e}")),
             (_, Err(e)) => Err(format!("the SOFTWARE hive could not be read: {e}")),
         }
@@ -299,7 +311,25 @@ pub fn virtio(
             .with_evidence(st.netkvm.registry_path.clone())
             }
         } else {
-            CheckResult::fail(id, st.message.clone(), st.hint.clone())
+            // Name every driver's state in the issue's words ("not installed", "installed but
+            // not boot-start", ...), not only the one that decided.
+            let states: Vec<String> = st
+                .drivers
+                .iter()
+                .map(|d| {
+                    let missing = match (&d.driver_file, d.driver_file_exists) {
+                        (Some(f), Some(false)) => format!(" ({f} missing)"),
+                        _ => String::new(),
+                    };
+                    format!("{}: {}{missing}", d.name, d.state.as_str())
+                })
+                .collect();
+            let states = if states.is_empty() {
+                st.state_text.clone()
+            } else {
+                states.join("; ")
+            };
+            CheckResult::fail(id, format!("{} [{states}]", st.message), st.hint.clone())
         };
     for d in &st.drivers {
         r.evidence.push(format!(
@@ -449,11 +479,13 @@ pub fn system_state(insp: &Inspection, facts: Option<&WindowsFacts>) -> CheckRes
         Err(e) => return CheckResult::fail(id, e.to_string(), HIVE_HINT),
     };
     let mut replayed = Vec::new();
-    for h in [system, software] {
-        if h.replay().logs_applied {
+    let loaded = facts.into_iter().flat_map(|f| [&f.system, &f.software]);
+    for h in loaded.flatten() {
+        if h.hive.replay().logs_applied {
             replayed.push(format!(
-                "{} was dirty; its transaction logs were replayed",
-                h.name()
+                "{} was dirty; its transaction logs were replayed ({})",
+                h.hive.name(),
+                h.logs.join(", ")
             ));
         }
     }

@@ -838,8 +838,8 @@ pub fn analyze(dev: &Arc<dyn BlockDevice>) -> Result<PartitionTable> {
                 &mut problems,
                 ProblemCode::NotAnMbr,
                 format!(
-                    "sector 0 is a {fs} volume boot sector, not a partition table: this is an \
-                     image of one partition, not of a whole disk"
+                    "no partition table: sector 0 is the boot sector of an {fs} volume, so this \
+                     is an image of one partition, not of a whole disk"
                 ),
             );
         } else if !signed {
