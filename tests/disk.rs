@@ -290,7 +290,9 @@ fn no_table_empty_table_and_partition_image() {
         assert_eq!(t.kind, TableKind::None);
         assert_eq!(codes(&t), vec![ProblemCode::NotAnMbr]);
         assert_eq!(t.boot_sector_at_0.as_deref(), Some("NTFS"));
-        assert!(t.problems[0].message.contains("boot sector of an NTFS volume"));
+        assert!(t.problems[0]
+            .message
+            .contains("boot sector of an NTFS volume"));
         assert!(t.problems[0].message.starts_with("no partition table"));
     }
 }

@@ -93,7 +93,7 @@ struct Local {
     buf: Vec<u8>,
     comp: Vec<u8>,
     kinds: Vec<Kind>,
-    deflater: Option<flate2::Compress>,
+    deflater: Option<pipeline::Deflater>,
 }
 
 /// Where a write's bytes come from.
@@ -333,7 +333,7 @@ pub fn write(
                 0
             }),
             kinds: Vec::with_capacity(clusters_per_chunk),
-            deflater: compress.then(|| pipeline::qcow2_deflater(COMPRESSION_LEVEL)),
+            deflater: compress.then(|| pipeline::Deflater::qcow2(COMPRESSION_LEVEL)),
         },
         |l: &mut Local, c: Chunk| {
             let n = c.len.div_ceil(cs) as usize;
@@ -353,16 +353,10 @@ pub fn write(
                     continue;
                 };
                 let start = l.comp.len();
-                l.comp.reserve(cs as usize);
-                d.reset();
-                let st = d
-                    .compress_vec(cl, &mut l.comp, flate2::FlushCompress::Finish)
-                    .map_err(|e| Error::Other(format!("deflate failed: {e}")))?;
-                let len = l.comp.len() - start;
-                if st == flate2::Status::StreamEnd && len < cs as usize {
+                if d.compress_if_smaller(cl, &mut l.comp, cs as usize)? {
+                    let len = l.comp.len() - start;
                     l.kinds.push(Kind::Compressed { start, len });
                 } else {
-                    l.comp.truncate(start);
                     l.kinds.push(Kind::Plain);
                 }
             }

@@ -93,7 +93,7 @@ struct Local {
     buf: Vec<u8>,
     comp: Vec<u8>,
     kinds: Vec<Kind>,
-    deflater: Option<flate2::Compress>,
+    deflater: Option<pipeline::Deflater>,
 }
 
 struct Layout {
@@ -370,8 +370,7 @@ pub fn write(
                 0
             }),
             kinds: Vec::with_capacity(grains_per_chunk),
-            deflater: stream
-                .then(|| flate2::Compress::new(flate2::Compression::new(COMPRESSION_LEVEL), true)),
+            deflater: stream.then(|| pipeline::Deflater::zlib(COMPRESSION_LEVEL)),
         },
         |l: &mut Local, c: Chunk| {
             let n = c.len.div_ceil(GRAIN) as usize;
@@ -400,16 +399,7 @@ pub fn write(
                 let mstart = l.comp.len();
                 l.comp.extend_from_slice(&(goff / SECTOR).to_le_bytes());
                 l.comp.extend_from_slice(&[0u8; 4]);
-                l.comp.reserve(glen + glen / 64 + 256);
-                d.reset();
-                let st = d
-                    .compress_vec(g, &mut l.comp, flate2::FlushCompress::Finish)
-                    .map_err(|e| Error::Other(format!("deflate failed: {e}")))?;
-                if st != flate2::Status::StreamEnd {
-                    return Err(Error::Other(
-                        "deflate did not finish a grain (internal error)".into(),
-                    ));
-                }
+                d.compress_all(g, &mut l.comp)?;
                 let clen = (l.comp.len() - mstart - 12) as u32;
                 l.comp[mstart + 8..mstart + 12].copy_from_slice(&clen.to_le_bytes());
                 let padded = (l.comp.len() - mstart).div_ceil(SECTOR as usize) * SECTOR as usize;
