@@ -119,6 +119,37 @@ pub struct BatchItem {
     pub seconds: f64,
 }
 
+/// A batch conversion's items and totals (the JSON of `batch-convert --format json`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BatchSummary {
+    pub items: Vec<BatchItem>,
+    pub bytes_read: u64,
+    pub seconds: f64,
+    pub bytes_per_second: f64,
+}
+
+impl BatchSummary {
+    pub fn of(items: &[BatchItem]) -> Self {
+        let bytes_read = items.iter().map(|i| i.bytes_read).sum();
+        let seconds: f64 = items.iter().map(|i| i.seconds).sum();
+        BatchSummary {
+            items: items.to_vec(),
+            bytes_read,
+            seconds,
+            bytes_per_second: if seconds > 0.0 {
+                bytes_read as f64 / seconds
+            } else {
+                0.0
+            },
+        }
+    }
+
+    /// Items with this outcome.
+    pub fn count(&self, outcome: &str) -> usize {
+        self.items.iter().filter(|i| i.outcome == outcome).count()
+    }
+}
+
 /// Output file name for `image` in `out_dir`: its stem plus the output format's extension.
 pub fn output_name(
     image: &str,

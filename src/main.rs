@@ -515,58 +515,14 @@ fn run(cli: Cli) -> Result<u8> {
                     );
                 }
             })?;
-            let total_read: u64 = items.iter().map(|i| i.bytes_read).sum();
-            let secs: f64 = items.iter().map(|i| i.seconds).sum();
-            let rate = if secs > 0.0 {
-                total_read as f64 / secs
-            } else {
-                0.0
-            };
-            let count = |o: &str| items.iter().filter(|i| i.outcome == o).count();
+            let summary = imgcheck::batch::BatchSummary::of(&items);
             match format {
-                InfoFormat::Json => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({
-                        "items": items,
-                        "bytes_read": total_read,
-                        "seconds": secs,
-                        "bytes_per_second": rate,
-                    }))?
-                ),
-                InfoFormat::Text => {
-                    println!(
-                        "{:40}  {:16}  {:>10}  {:>8}  {:>12}",
-                        "IMAGE", "OUTCOME", "SIZE", "SECONDS", "MB/s"
-                    );
-                    for i in &items {
-                        let mbps = if i.seconds > 0.0 {
-                            i.bytes_read as f64 / i.seconds / 1e6
-                        } else {
-                            0.0
-                        };
-                        println!(
-                            "{:40}  {:16}  {:>10}  {:>8.2}  {:>12.1}",
-                            i.image,
-                            i.outcome,
-                            imgcheck::checks::image_format::human_size(i.virtual_size),
-                            i.seconds,
-                            mbps
-                        );
-                    }
-                    println!(
-                        "{} images: {} converted, {} kept (already complete), {} skipped by verify, {} errors; {:.1} MB/s overall",
-                        items.len(),
-                        count("converted"),
-                        count("skipped-complete"),
-                        count("skipped-verify"),
-                        count("error"),
-                        rate / 1e6
-                    );
-                }
+                InfoFormat::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
+                InfoFormat::Text => print!("{}", report::text::batch_summary(&summary)),
             }
-            Ok(if count("error") > 0 {
+            Ok(if summary.count("error") > 0 {
                 EXIT_ERROR
-            } else if count("skipped-verify") > 0 {
+            } else if summary.count("skipped-verify") > 0 {
                 1
             } else {
                 EXIT_OK

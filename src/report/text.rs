@@ -155,3 +155,41 @@ pub fn summary(reports: &[ImageReport], style: Style) -> String {
     let _ = writeln!(out, "{}", super::tally_sentence(reports));
     out
 }
+
+/// The table `batch-convert` ends with: per image its outcome, size, time and throughput.
+pub fn batch_summary(s: &crate::batch::BatchSummary) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:40}  {:16}  {:>10}  {:>8}  {:>12}",
+        "IMAGE", "OUTCOME", "SIZE", "SECONDS", "MB/s"
+    );
+    for i in &s.items {
+        let mbps = if i.seconds > 0.0 {
+            i.bytes_read as f64 / i.seconds / 1e6
+        } else {
+            0.0
+        };
+        let _ = writeln!(
+            out,
+            "{:40}  {:16}  {:>10}  {:>8.2}  {:>12.1}",
+            i.image,
+            i.outcome,
+            human_size(i.virtual_size),
+            i.seconds,
+            mbps
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{} images: {} converted, {} kept (already complete), {} skipped by verify, {} errors; \
+         {:.1} MB/s overall",
+        s.items.len(),
+        s.count("converted"),
+        s.count("skipped-complete"),
+        s.count("skipped-verify"),
+        s.count("error"),
+        s.bytes_per_second / 1e6
+    );
+    out
+}
