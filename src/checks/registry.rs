@@ -133,21 +133,23 @@ const HIVE_HINT: &str = "the registry in the image is damaged or incomplete: exp
                          consistent copy (disk2vhd with \"Use Volume Shadow Copy\", or with the \
                          machine shut down)";
 
-/// Result for a registry check when hives are missing.
-fn unavailable(id: &str, insp: &Inspection, facts: Option<&WindowsFacts>) -> Option<CheckResult> {
+/// Both hives, or the result a registry check gives without them (skip without Windows, fail
+/// when a hive cannot be read).
+fn hives_for<'a>(
+    id: &str,
+    insp: &Inspection,
+    facts: Option<&'a WindowsFacts>,
+) -> Result<(&'a Hive, &'a Hive), CheckResult> {
     match facts {
-        None if insp.windows.is_none() => Some(CheckResult::skip(
+        None if insp.windows.is_none() => Err(CheckResult::skip(
             id,
             "no Windows installation was found on the disk (see disk.first-partition)",
         )),
-        None => Some(CheckResult::skip(
+        None => Err(CheckResult::skip(
             id,
             "the partition table could not be read",
         )),
-        Some(f) => match f.hives() {
-            Ok(_) => None,
-            Err(e) => Some(CheckResult::fail(id, e, HIVE_HINT)),
-        },
+        Some(f) => f.hives().map_err(|e| CheckResult::fail(id, e, HIVE_HINT)),
     }
 }
 
@@ -284,10 +286,10 @@ pub fn virtio(
     facts: Option<&WindowsFacts>,
 ) -> (CheckResult, Option<VirtioStatus>) {
     let id = ID_DRIVERS_VIRTIO;
-    if let Some(r) = unavailable(id, insp, facts) {
-        return (r, None);
-    }
-    let (system, software) = facts.and_then(|f| f.hives().ok()).expect("checked above");
+    let (system, software) = match hives_for(id, insp, facts) {
+        Ok(h) => h,
+        Err(r) => return (r, None),
+    };
     let win = insp
         .windows
         .as_ref()
@@ -351,10 +353,10 @@ pub fn virtio(
 /// `software.cloudbase-init`.
 pub fn cloudbase(insp: &Inspection, facts: Option<&WindowsFacts>) -> CheckResult {
     let id = ID_CLOUDBASE_INIT;
-    if let Some(r) = unavailable(id, insp, facts) {
-        return r;
-    }
-    let (system, software) = facts.and_then(|f| f.hives().ok()).expect("checked above");
+    let (system, software) = match hives_for(id, insp, facts) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
     let st = match analysis::cloudbase_init(system, software) {
         Ok(s) => s,
         Err(e) => return CheckResult::fail(id, e.to_string(), HIVE_HINT),
@@ -412,10 +414,10 @@ fn describe_conflict(c: &Conflict) -> String {
 /// `software.conflicts`: guest tools of other hypervisors.
 pub fn conflicts(insp: &Inspection, facts: Option<&WindowsFacts>) -> CheckResult {
     let id = ID_CONFLICTS;
-    if let Some(r) = unavailable(id, insp, facts) {
-        return r;
-    }
-    let (system, software) = facts.and_then(|f| f.hives().ok()).expect("checked above");
+    let (system, software) = match hives_for(id, insp, facts) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
     let found = match analysis::conflicts(system, software) {
         Ok(f) => f,
         Err(e) => return CheckResult::fail(id, e.to_string(), HIVE_HINT),
@@ -470,10 +472,10 @@ pub fn conflicts(insp: &Inspection, facts: Option<&WindowsFacts>) -> CheckResult
 /// Startup or hibernation enabled, static IP addresses, RealTimeIsUniversal, a dirty hive).
 pub fn system_state(insp: &Inspection, facts: Option<&WindowsFacts>) -> CheckResult {
     let id = ID_SYSTEM_STATE;
-    if let Some(r) = unavailable(id, insp, facts) {
-        return r;
-    }
-    let (system, software) = facts.and_then(|f| f.hives().ok()).expect("checked above");
+    let (system, software) = match hives_for(id, insp, facts) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
     let warnings = match analysis::extra_warnings(system, software) {
         Ok(w) => w,
         Err(e) => return CheckResult::fail(id, e.to_string(), HIVE_HINT),
