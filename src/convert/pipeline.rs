@@ -336,3 +336,40 @@ pub fn deflate_into(
         .map_err(|e| Error::Other(format!("deflate failed: {e}")))?;
     Ok(status == flate2::Status::StreamEnd && out.len() < limit)
 }
+
+/// Bytes of a cluster or grain the incompressibility probe looks at.
+const PROBE_LEN: usize = 8192;
+
+/// A cheap test for incompressible data (encrypted, already compressed, random): deflate the
+/// first 8 KiB at level 1; if that saves less than 1/64, the full level-6 attempt is skipped.
+/// It only decides how hard to try: a wrong guess costs a little compression, never
+/// correctness.
+pub struct Probe {
+    c: flate2::Compress,
+    out: Vec<u8>,
+}
+
+impl Default for Probe {
+    fn default() -> Self {
+        Probe {
+            c: flate2::Compress::new(flate2::Compression::new(1), false),
+            out: Vec::with_capacity(PROBE_LEN + 1024),
+        }
+    }
+}
+
+impl Probe {
+    /// Whether `data` looks incompressible.
+    pub fn incompressible(&mut self, data: &[u8]) -> bool {
+        let sample = &data[..data.len().min(PROBE_LEN)];
+        self.c.reset();
+        self.out.clear();
+        match self
+            .c
+            .compress_vec(sample, &mut self.out, flate2::FlushCompress::Finish)
+        {
+            Ok(flate2::Status::StreamEnd) => self.out.len() * 64 >= sample.len() * 63,
+            _ => true,
+        }
+    }
+}

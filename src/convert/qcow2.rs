@@ -21,7 +21,9 @@
 //! Compressed clusters (`-c`) are raw deflate streams with a 4 KiB window (window bits −12,
 //! level 6 as qemu's default), which is what qemu's inflater accepts; a cluster whose
 //! compressed form is not smaller than the cluster is stored uncompressed, as qemu does. The
-//! L2 descriptor follows docs/interop/qcow2.txt: bit 62 set, the host byte offset in bits
+//! first 8 KiB of each cluster are probed at level 1 ([`pipeline::Probe`]) and clusters that
+//! look incompressible are stored without the level-6 attempt (random data would come out
+//! larger anyway). The L2 descriptor follows docs/interop/qcow2.txt: bit 62 set, the host byte offset in bits
 //! `0..x` and the number of additional 512-byte sectors in bits `x..62`, with
 //! `x = 62 - (cluster_bits - 8)`; each host cluster touched by those sectors gets one
 //! reference per compressed cluster, which is exactly how `qemu-img check` counts them.
@@ -94,6 +96,7 @@ struct Local {
     comp: Vec<u8>,
     kinds: Vec<Kind>,
     deflater: Option<flate2::Compress>,
+    probe: pipeline::Probe,
 }
 
 /// Where a write's bytes come from.
@@ -334,6 +337,7 @@ pub fn write(
             }),
             kinds: Vec::with_capacity(clusters_per_chunk),
             deflater: compress.then(|| pipeline::qcow2_deflater(COMPRESSION_LEVEL)),
+            probe: pipeline::Probe::default(),
         },
         |l: &mut Local, c: Chunk| {
             let n = c.len.div_ceil(cs) as usize;
@@ -352,6 +356,11 @@ pub fn write(
                     l.kinds.push(Kind::Plain);
                     continue;
                 };
+                if l.probe.incompressible(cl) {
+                    // would not come out smaller than the cluster: store it as is
+                    l.kinds.push(Kind::Plain);
+                    continue;
+                }
                 let start = l.comp.len();
                 l.comp.reserve(cs as usize);
                 d.reset();

@@ -44,7 +44,9 @@
 //!   `ddb.adapterType = "lsilogic"`, `ddb.toolsInstallType = "4"`,
 //!   `ddb.toolsVersion = "2147483647"`, no newline after the last line.
 //! - Differences: open-vmdk compresses at zlib level 9 by default; we use level 6 (zlib's
-//!   default, as qemu-img; the format does not record the level). open-vmdk first writes the
+//!   default, as qemu-img; the format does not record the level), and grains whose first
+//!   8 KiB do not shrink at level 1 are written as stored deflate blocks (a valid zlib stream,
+//!   about as large as what level 6 makes of random data, much faster). open-vmdk first writes the
 //!   header with a lower-case magic and fsyncs, then the real one; we get the same crash
 //!   safety from writing to a temporary file renamed into place.
 
@@ -94,6 +96,9 @@ struct Local {
     comp: Vec<u8>,
     kinds: Vec<Kind>,
     deflater: Option<flate2::Compress>,
+    /// Level 0 (stored blocks) for grains the probe finds incompressible.
+    store: Option<flate2::Compress>,
+    probe: pipeline::Probe,
 }
 
 struct Layout {
@@ -372,6 +377,8 @@ pub fn write(
             kinds: Vec::with_capacity(grains_per_chunk),
             deflater: stream
                 .then(|| flate2::Compress::new(flate2::Compression::new(COMPRESSION_LEVEL), true)),
+            store: stream.then(|| flate2::Compress::new(flate2::Compression::new(0), true)),
+            probe: pipeline::Probe::default(),
         },
         |l: &mut Local, c: Chunk| {
             let n = c.len.div_ceil(GRAIN) as usize;
@@ -390,13 +397,16 @@ pub fn write(
                     l.kinds.push(Kind::Zero);
                     continue;
                 }
-                let Some(d) = l.deflater.as_mut() else {
+                let (Some(d6), Some(d0)) = (l.deflater.as_mut(), l.store.as_mut()) else {
                     l.kinds.push(Kind::Data {
                         start,
                         len: GRAIN as usize,
                     });
                     continue;
                 };
+                // incompressible grains (random, encrypted) go into stored deflate blocks
+                // instead of a level-6 attempt that would come out no smaller
+                let d = if l.probe.incompressible(g) { d0 } else { d6 };
                 let mstart = l.comp.len();
                 l.comp.extend_from_slice(&(goff / SECTOR).to_le_bytes());
                 l.comp.extend_from_slice(&[0u8; 4]);
