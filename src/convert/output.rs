@@ -69,7 +69,27 @@ impl Output {
     pub fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
         self.file()
             .write_all_at(buf, offset)
-            .map_err(|e| self.write_error(e))
+            .map_err(|e| self.write_error(e))?;
+        if buf.len() >= 256 * 1024 {
+            self.start_writeback(offset, buf.len() as u64);
+        }
+        Ok(())
+    }
+
+    /// Start writing `[offset, offset+len)` back to the disk now (asynchronously), so the
+    /// final fsync overlaps with the conversion instead of following it. Advisory: errors are
+    /// reported by the fsync in [`Output::commit`].
+    fn start_writeback(&self, offset: u64, len: u64) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: sync_file_range on a valid fd has no memory-safety preconditions.
+        unsafe {
+            libc::sync_file_range(
+                self.file().as_raw_fd(),
+                offset as libc::off64_t,
+                len as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
     }
 
     /// Set the length of the temporary file (extending it leaves a hole).

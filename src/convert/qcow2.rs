@@ -20,8 +20,9 @@
 //!
 //! Compressed clusters (`-c`) are raw deflate streams with a 4 KiB window (window bits −12,
 //! level 6 as qemu's default), which is what qemu's inflater accepts; a cluster whose
-//! compressed form is not smaller than the cluster is stored uncompressed, as qemu does. The
-//! L2 descriptor follows docs/interop/qcow2.txt: bit 62 set, the host byte offset in bits
+//! compressed form is not smaller than the cluster is stored uncompressed, as qemu does.
+//! Clusters a cheap level-1 probe finds incompressible ([`pipeline::Deflater`]) are stored
+//! without the level-6 attempt (random data would come out larger anyway). The L2 descriptor follows docs/interop/qcow2.txt: bit 62 set, the host byte offset in bits
 //! `0..x` and the number of additional 512-byte sectors in bits `x..62`, with
 //! `x = 62 - (cluster_bits - 8)`; each host cluster touched by those sectors gets one
 //! reference per compressed cluster, which is exactly how `qemu-img check` counts them.

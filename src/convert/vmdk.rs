@@ -44,7 +44,9 @@
 //!   `ddb.adapterType = "lsilogic"`, `ddb.toolsInstallType = "4"`,
 //!   `ddb.toolsVersion = "2147483647"`, no newline after the last line.
 //! - Differences: open-vmdk compresses at zlib level 9 by default; we use level 6 (zlib's
-//!   default, as qemu-img; the format does not record the level). open-vmdk first writes the
+//!   default, as qemu-img; the format does not record the level), and grains a level-1 probe
+//!   finds incompressible ([`super::pipeline::Deflater`]) are written as stored deflate blocks (a valid zlib stream,
+//!   about as large as what level 6 makes of random data, much faster). open-vmdk first writes the
 //!   header with a lower-case magic and fsyncs, then the real one; we get the same crash
 //!   safety from writing to a temporary file renamed into place.
 
