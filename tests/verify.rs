@@ -487,3 +487,52 @@ fn fixtures_expected_tsv_holds() {
     assert!(rows > 300, "expected.tsv has {rows} rows");
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+#[test]
+fn an_image_with_a_backing_file_must_be_flattened_first() {
+    if !have("qemu-img") {
+        eprintln!("SKIP: qemu-img not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let base = fixture("good-mbr.raw", dir.path());
+    let over = dir.path().join("overlay.qcow2");
+    let o = over.display().to_string();
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        &base.display().to_string(),
+        "-F",
+        "raw",
+        &o,
+    ]);
+    // Without --allow-backing the backing file is not followed: the image cannot be read.
+    let (code, r) = verify_json(&over, &[]);
+    assert_eq!(code, 2);
+    assert!(r["error"].as_str().unwrap().contains("--allow-backing"));
+    // With it, everything inside is checked, and image.format says to flatten.
+    let (code, r) = verify_json(&over, &["--allow-backing"]);
+    assert_eq!(code, 1);
+    let f = check(&r, "image.format");
+    assert_eq!(f["status"], "fail");
+    assert!(
+        f["message"].as_str().unwrap().contains("good-mbr.raw"),
+        "{f:#}"
+    );
+    assert!(f["hint"].as_str().unwrap().contains("flatten"));
+    assert_eq!(check(&r, "drivers.virtio")["status"], "pass");
+    // Flattened as the hint says, it passes.
+    let flat = dir.path().join("flat.qcow2");
+    let fl = flat.display().to_string();
+    let out = imgcheck(&["convert", "-q", "-O", "qcow2", "--allow-backing", &o, &fl]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, r) = verify_json(&flat, &[]);
+    assert_eq!(code, 0, "{r:#}");
+}

@@ -599,6 +599,9 @@ impl VmdkImage {
 }
 
 impl BlockDevice for VmdkImage {
+    fn backing(&self) -> Option<String> {
+        self.parent.as_ref().map(|p| p.name().to_string())
+    }
     fn format(&self) -> Format {
         Format::Vmdk
     }

@@ -639,6 +639,9 @@ enum Pending {
 }
 
 impl BlockDevice for Qcow2 {
+    fn backing(&self) -> Option<String> {
+        self.backing.as_ref().map(|b| b.name().to_string())
+    }
     fn format(&self) -> Format {
         Format::Qcow2
     }

@@ -685,6 +685,12 @@ impl BlockDevice for VhdImage {
     fn subformat(&self) -> Option<String> {
         Some(self.kind.as_str().to_string())
     }
+    fn backing(&self) -> Option<String> {
+        self.sparse
+            .as_ref()
+            .and_then(|sp| sp.parent.as_ref())
+            .map(|p| p.path.clone())
+    }
     fn size(&self) -> u64 {
         self.size
     }
