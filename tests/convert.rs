@@ -689,3 +689,27 @@ fn bad_options_are_refused_clearly() {
     }
     assert_no_temp_files(dir.path());
 }
+
+/// A file-size limit (as a full disk would) gives a clear error and leaves nothing behind.
+#[test]
+fn file_size_limit_gives_a_clear_error_and_no_destination() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("a.raw");
+    make_pattern_raw(&src, SIZES[0], 6);
+    for fmt in ["raw", "qcow2", "vpc", "vmdk"] {
+        let dst = dir.path().join(format!("out.{fmt}"));
+        let cmd = format!(
+            "ulimit -f 1024; exec '{}' convert -q -O {fmt} '{}' '{}'",
+            imgcheck_bin().display(),
+            s(&src),
+            s(&dst)
+        );
+        let o = Command::new("sh").arg("-c").arg(&cmd).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{fmt}: {err}");
+        assert!(err.contains("file too large"), "{fmt}: {err}");
+        assert!(err.contains(&format!("out.{fmt}")), "{fmt}: {err}");
+        assert!(!dst.exists());
+        assert_no_temp_files(dir.path());
+    }
+}
