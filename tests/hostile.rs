@@ -683,6 +683,33 @@ fn cases(dir: &Path, outside: &Path) -> Vec<Case> {
         args: verify(&p),
         expect: Expect::Failed(&["SYSTEM"]),
     });
+    // The $MFT's own $DATA run list made to claim a run of 2^31 clusters (8 TiB).
+    let p = dir.join("ntfs-huge-run.raw");
+    std::fs::copy(&good_disk, &p).unwrap();
+    let mut boot = [0u8; 512];
+    patch_at(&p, MIB, |b| boot.copy_from_slice(b), 512);
+    let cluster = u64::from(u16::from_le_bytes([boot[11], boot[12]])) * u64::from(boot[13]);
+    let mft = MIB + u64::from_le_bytes(boot[0x30..0x38].try_into().unwrap()) * cluster;
+    patch_at(
+        &p,
+        mft,
+        |r| {
+            assert_eq!(&r[..4], b"FILE");
+            let mut a = usize::from(u16::from_le_bytes([r[0x14], r[0x15]]));
+            while le32(r, a) != 0x80 {
+                a += le32(r, a + 4);
+            }
+            let runs = a + usize::from(u16::from_le_bytes([r[a + 0x20], r[a + 0x21]]));
+            // header 0x41: 1-byte offset, 4-byte length; length 0x7fffffff, LCN +4, end.
+            r[runs..runs + 8].copy_from_slice(&[0x41, 0xff, 0xff, 0xff, 0x7f, 0x04, 0, 0]);
+        },
+        1024,
+    );
+    v.push(Case {
+        name: "NTFS: $MFT run list claiming an 8 TiB run",
+        args: verify(&p),
+        expect: Expect::Failed(&["does not open", "MFT record 0"]),
+    });
     let p = dir.join("hive-cycle.raw");
     std::fs::rename(&good_disk, &p).unwrap();
     let root = le32(&sys, 36);
