@@ -102,7 +102,8 @@ fn corpus(target: &str) -> Vec<PathBuf> {
 
 #[test]
 fn replay_every_saved_fuzz_input() {
-    let targets: [(&str, fn(&[u8])); 8] = [
+    type Body = fn(&[u8]);
+    let targets: [(&str, Body); 8] = [
         ("qcow2", container),
         ("vhd", container),
         ("vmdk_sparse", container),
