@@ -288,6 +288,12 @@ fn progress_bar(len: u64, hidden: bool, unit: &str) -> Option<indicatif::Progres
 }
 
 fn main() -> ExitCode {
+    // Past a file-size limit (`ulimit -f`), write() would raise SIGXFSZ and kill us silently,
+    // leaving no message; ignored, the write fails with EFBIG and the error names the file.
+    // SAFETY: setting a signal to SIG_IGN at startup, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

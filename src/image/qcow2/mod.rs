@@ -70,6 +70,8 @@ pub struct Qcow2 {
     extended_l2: bool,
     /// Active L1 table, the entries the virtual size needs.
     l1: Vec<u64>,
+    /// Host offset of the L1 table (an L2 table there would read L1 entries as L2 entries).
+    l1_offset: u64,
     l2_cache: Lru<Arc<[u64]>>,
     inflate_cache: Lru<Arc<[u8]>>,
     /// Bit split of compressed cluster descriptors.
@@ -182,6 +184,7 @@ impl Qcow2 {
             cluster_bits,
             l1_shift,
             extended_l2,
+            l1_offset: hdr.l1_table_offset,
             l1,
             l2_cache: Lru::new(l2_cap),
             inflate_cache: Lru::new(inflate_cap),
@@ -221,6 +224,18 @@ impl Qcow2 {
         }
         if let Some(t) = self.l2_cache.get(off) {
             return Ok(Some(t));
+        }
+        let l1_end = self.l1_offset + self.l1.len() as u64 * 8;
+        if !self.l1.is_empty() && off < l1_end && off + cs > self.l1_offset {
+            return Err(Error::corrupt(
+                self.name_str(),
+                format!(
+                    "qcow2 L1 entry {i} (guest offset {guest}) points to an L2 table at host \
+                     offset {off}, which overlaps the L1 table at {} (corrupt or crafted \
+                     metadata)",
+                    self.l1_offset
+                ),
+            ));
         }
         let flen = self.storage.len();
         if off.checked_add(cs).is_none_or(|e| e > flen) {
