@@ -334,9 +334,6 @@ fn install_cancel_handler() {
         sa.sa_flags = libc::SA_RESTART;
         libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
         libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
-        // Past a file-size limit, let write() fail with EFBIG (reported clearly, temporary
-        // output removed) instead of the process being killed with the file left behind.
-        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
 }
 
