@@ -9,7 +9,8 @@
 #   ntfs    - an MBR disk with one NTFS partition (mkntfs) holding a ~1 GB tar of /usr
 #             (binaries and text: realistic compressibility), made with ntfscp
 # Cases: raw->qcow2, raw->qcow2 -c, raw->vmdk streamOptimized, vmdk(streamOptimized)->qcow2,
-# qcow2->vhd; the last two need imgcheck's VMDK/qcow2 readers and are skipped until merged.
+# qcow2->vhd; the last two need imgcheck's VMDK/qcow2 readers (skipped if they cannot open the
+# source).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."

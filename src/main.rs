@@ -567,7 +567,7 @@ fn run(cli: Cli) -> Result<u8> {
                     b.inc(n)
                 }
             };
-            let stats = convert::convert(dev.clone(), &dst, &opts, &inc)
+            convert::convert(dev.clone(), &dst, &opts, &inc)
                 .with_context(|| format!("converting {} to {}", src, dst.display()))?;
             if let Some(b) = &bar {
                 b.finish_and_clear();
@@ -593,7 +593,6 @@ fn run(cli: Cli) -> Result<u8> {
                     );
                 }
             }
-            let _ = stats;
             Ok(EXIT_OK)
         }
         Command::Ls {
