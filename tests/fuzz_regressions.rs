@@ -3,6 +3,7 @@
 //! name (fuzz/fuzz_targets/<target>.rs) and must finish quickly without a panic; the specific
 //! findings also assert the error they now give.
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -113,11 +114,26 @@ fn replay_every_saved_fuzz_input() {
         ("hive", hive),
         ("bcd", bcd),
     ];
+    // imgcheck turns a dependency's panic into an error with catch_unwind (last line of
+    // defence), so a panic would not fail this test by itself: count them with a hook.
+    static PANICS: AtomicUsize = AtomicUsize::new(0);
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        PANICS.fetch_add(1, Ordering::SeqCst);
+        prev(info);
+    }));
     for (t, f) in targets {
         for p in corpus(t) {
             let data = std::fs::read(&p).unwrap();
             let start = Instant::now();
+            let before = PANICS.load(Ordering::SeqCst);
             f(&data);
+            assert_eq!(
+                PANICS.load(Ordering::SeqCst),
+                before,
+                "{}: a panic (caught or not)",
+                p.display()
+            );
             assert!(
                 start.elapsed() < Duration::from_secs(5),
                 "{}: took {:?}",
@@ -155,4 +171,33 @@ fn qcow2_l2_table_overlapping_the_l1_table_is_refused() {
     );
     let e = dev.map(0, 1 << 20).unwrap_err().to_string();
     assert!(e.contains("overlaps the L1 table"), "{e}");
+}
+
+/// Found by the ntfs target: a 453-byte "volume" with an NTFS boot sector signature; the ntfs
+/// crate hit `unreachable!` on the short boot sector read.
+#[test]
+fn ntfs_volume_shorter_than_a_boot_sector_is_an_error() {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/fuzz/ntfs/short-volume-binrw-unreachable");
+    let data = std::fs::read(p).unwrap();
+    let dev = raw_dev(&data);
+    let e = Volume::open(&dev, 0, data.len() as u64)
+        .map(|_| ())
+        .expect_err("must fail")
+        .to_string();
+    assert!(e.contains("shorter than its 512-byte boot sector"), "{e}");
+}
+
+/// Found by the bcd target: an lf subkey list entry of 0xfffff... made notatin add 4096 to it in
+/// a u32 (overflow panic with overflow checks on).
+#[test]
+fn hive_subkey_offset_overflow_is_an_error() {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/fuzz/bcd/lf-offset-overflow");
+    let data = std::fs::read(p).unwrap();
+    let h = Hive::open("lf-overflow", &data, &[]).expect("the header is valid");
+    let e = bcd_boot(&h).map(|_| ()).expect_err("must fail").to_string();
+    assert!(
+        e.starts_with("lf-overflow") && e.contains("beyond any hive"),
+        "{e}"
+    );
 }

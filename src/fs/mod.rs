@@ -380,6 +380,16 @@ impl Volume {
                 ))
             }
         }
+        // The ntfs crate panics (an "unreachable" binrw error) when the boot sector itself is cut
+        // short, so a volume smaller than one sector is refused here.
+        if len < 512 {
+            return Err(Error::corrupt(
+                &name,
+                format!(
+                    "the volume is only {len} bytes long, shorter than its 512-byte boot sector"
+                ),
+            ));
+        }
         // Check the boot-sector fields that size the crate's allocations.
         let mut bs = [0u8; 512];
         DeviceReader::window(dev.clone(), start, len)

@@ -593,6 +593,18 @@ fn sig_at(b: &[u8], rel: usize) -> Option<[u8; 2]> {
     Some([*c.get(4)?, *c.get(5)?])
 }
 
+/// A cell offset from a subkey list: notatin adds the hive bins' start (4096) to it in a u32,
+/// which overflows (a panic in builds with overflow checks) for offsets this large; no hive
+/// reaches them, so they are refused.
+fn checked_offset(rel: u32) -> Result<usize, String> {
+    if rel.checked_add(HBIN_START as u32).is_none() {
+        return Err(format!(
+            "its subkey list names a cell at offset {rel:#x}, beyond any hive's size"
+        ));
+    }
+    Ok(rel as usize)
+}
+
 /// Subkey offsets of the list at `list` the way notatin reads it (an `ri` index of lf/lh/li
 /// lists, or one lf/lh/li list), refusing nested `ri` indexes and more than [`MAX_SUBKEYS`]
 /// entries in all (an `ri` of 65535 lists of 65535 entries would make notatin allocate
@@ -626,7 +638,7 @@ fn subkey_offsets(b: &[u8], list: usize) -> Result<Vec<usize>, String> {
             let Some(e) = c.get(8 + step * k..12 + step * k) else {
                 break;
             };
-            out.push(le32(e, 0) as usize);
+            out.push(checked_offset(le32(e, 0))?);
         }
         Ok(())
     };
@@ -638,7 +650,7 @@ fn subkey_offsets(b: &[u8], list: usize) -> Result<Vec<usize>, String> {
             let Some(e) = c.get(8 + 4 * k..12 + 4 * k) else {
                 break;
             };
-            leaf(le32(e, 0) as usize, &mut out)?;
+            leaf(checked_offset(le32(e, 0))?, &mut out)?;
         }
     } else {
         leaf(list, &mut out)?;
