@@ -314,6 +314,53 @@ where
     Ok(turn.into_inner().unwrap_or_else(|p| p.into_inner()).1)
 }
 
+/// Which of a worker's buffers a planned write takes its bytes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Src {
+    /// The chunk as read from the source.
+    Read,
+    /// The worker's compressed output.
+    Comp,
+}
+
+/// The writes of one chunk: planned in guest order under the layout lock, carried out by the
+/// worker afterwards without it.
+#[derive(Default)]
+pub struct WritePlan {
+    /// (file offset, buffer, start, length); contiguous runs are merged.
+    pub data: Vec<(u64, Src, usize, usize)>,
+    /// Metadata (tables) to write: (file offset, bytes).
+    pub meta: Vec<(u64, Vec<u8>)>,
+}
+
+impl WritePlan {
+    /// Plan `len` bytes from `src[start..]` at file offset `off`.
+    pub fn push(&mut self, off: u64, src: Src, start: usize, len: usize) {
+        if let Some(l) = self.data.last_mut() {
+            if l.1 == src && l.0 + l.3 as u64 == off && l.2 + l.3 == start {
+                l.3 += len;
+                return;
+            }
+        }
+        self.data.push((off, src, start, len));
+    }
+
+    /// Carry out the plan: data from the worker's `read` and `comp` buffers, then metadata.
+    pub fn execute(self, out: &super::output::Output, read: &[u8], comp: &[u8]) -> Result<()> {
+        for (off, src, start, len) in self.data {
+            let b = match src {
+                Src::Read => &read[start..start + len],
+                Src::Comp => &comp[start..start + len],
+            };
+            out.write_at(b, off)?;
+        }
+        for (off, bytes) in self.meta {
+            out.write_at(&bytes, off)?;
+        }
+        Ok(())
+    }
+}
+
 /// Compresses clusters (qcow2) or grains (streamOptimized VMDK) for a writer.
 ///
 /// Data that will not compress (already-compressed files, encrypted data, random bytes) is

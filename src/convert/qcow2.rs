@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::output::Output;
-use super::pipeline::{self, Chunk, CHUNK};
+use super::pipeline::{self, Chunk, Src, WritePlan, CHUNK};
 use super::{ConvertOptions, ConvertStats};
 use crate::error::{Error, Result};
 use crate::image::BlockDevice;
@@ -95,32 +95,6 @@ struct Local {
     comp: Vec<u8>,
     kinds: Vec<Kind>,
     deflater: Option<pipeline::Deflater>,
-}
-
-/// Where a write's bytes come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum From {
-    Read,
-    Comp,
-}
-
-/// The writes of one chunk.
-#[derive(Default)]
-struct WritePlan {
-    data: Vec<(u64, From, usize, usize)>,
-    meta: Vec<(u64, Vec<u8>)>,
-}
-
-impl WritePlan {
-    fn push(&mut self, host: u64, from: From, start: usize, len: usize) {
-        if let Some(last) = self.data.last_mut() {
-            if last.1 == from && last.0 + last.3 as u64 == host && last.2 + last.3 == start {
-                last.3 += len;
-                return;
-            }
-        }
-        self.data.push((host, from, start, len));
-    }
 }
 
 /// The layout state, updated in guest order under the pipeline's lock.
@@ -374,7 +348,7 @@ pub fn write(
                         lay.l2_for(g, &mut plan)?;
                         let host = lay.alloc_cluster()?;
                         lay.set_l2(g, host | OFLAG_COPIED);
-                        plan.push(host, From::Read, k * cs as usize, cs as usize);
+                        plan.push(host, Src::Read, k * cs as usize, cs as usize);
                         lay.written += cs;
                     }
                     Kind::Compressed { start, len } => {
@@ -385,7 +359,7 @@ pub fn write(
                         lay.inc(host / cs, (sectors_end - 1) / cs + 1)?;
                         let entry = lay.compressed_entry(host, len as u64);
                         lay.set_l2(g, entry);
-                        plan.push(host, From::Comp, start, len);
+                        plan.push(host, Src::Comp, start, len);
                         lay.written += len as u64;
                     }
                 }
@@ -393,19 +367,7 @@ pub fn write(
             lay.flush_refs(&mut plan, false)?;
             Ok(plan)
         },
-        |l: &Local, plan: WritePlan| {
-            for (host, from, start, len) in plan.data {
-                let b = match from {
-                    From::Read => &l.buf[start..start + len],
-                    From::Comp => &l.comp[start..start + len],
-                };
-                out.write_at(b, host)?;
-            }
-            for (host, bytes) in plan.meta {
-                out.write_at(&bytes, host)?;
-            }
-            Ok(())
-        },
+        |l: &Local, plan: WritePlan| plan.execute(&out, &l.buf, &l.comp),
         progress,
     )?;
     pipeline::credit_tail(&chunks, src.size(), progress);
@@ -449,9 +411,7 @@ fn finish(
     }
     plan.meta.push((rt_off, be64s(&reftable)));
     plan.meta.push((l1_off, be64s(&lay.l1)));
-    for (host, bytes) in plan.meta {
-        out.write_at(&bytes, host)?;
-    }
+    plan.execute(out, &[], &[])?;
     out.set_len(end.div_ceil(512) * 512)?;
 
     let mut h = vec![0u8; HEADER_LENGTH as usize + 8];

@@ -55,7 +55,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::output::Output;
-use super::pipeline::{self, Chunk, CHUNK};
+use super::pipeline::{self, Chunk, Src, WritePlan, CHUNK};
 use super::{ConvertOptions, ConvertStats};
 use crate::error::{Error, Result};
 use crate::image::BlockDevice;
@@ -106,25 +106,6 @@ struct Layout {
     gt_start: u64,
     rgt_start: u64,
     written: u64,
-}
-
-#[derive(Default)]
-struct WritePlan {
-    /// (file offset, from output buffer?, start, len)
-    data: Vec<(u64, bool, usize, usize)>,
-    meta: Vec<(u64, Vec<u8>)>,
-}
-
-impl WritePlan {
-    fn push(&mut self, off: u64, comp: bool, start: usize, len: usize) {
-        if let Some(l) = self.data.last_mut() {
-            if l.1 == comp && l.0 + l.3 as u64 == off && l.2 + l.3 == start {
-                l.3 += len;
-                return;
-            }
-        }
-        self.data.push((off, comp, start, len));
-    }
 }
 
 impl Layout {
@@ -426,24 +407,16 @@ pub fn write(
                 lay.set(grain, sector)?;
                 lay.next += len as u64 / SECTOR;
                 lay.written += len as u64;
-                plan.push(sector * SECTOR, stream, start, len);
+                plan.push(
+                    sector * SECTOR,
+                    if stream { Src::Comp } else { Src::Read },
+                    start,
+                    len,
+                );
             }
             Ok(plan)
         },
-        |l: &Local, plan: WritePlan| {
-            for (off, comp, start, len) in plan.data {
-                let b = if comp {
-                    &l.comp[start..start + len]
-                } else {
-                    &l.buf[start..start + len]
-                };
-                out.write_at(b, off)?;
-            }
-            for (off, bytes) in plan.meta {
-                out.write_at(&bytes, off)?;
-            }
-            Ok(())
-        },
+        |l: &Local, plan: WritePlan| plan.execute(&out, &l.buf, &l.comp),
         progress,
     )?;
     pipeline::credit_tail(&chunks, src.size(), progress);
@@ -451,9 +424,7 @@ pub fn write(
     let mut layout = layout;
     let mut plan = WritePlan::default();
     layout.finish_gt(&mut plan);
-    for (off, bytes) in plan.meta {
-        out.write_at(&bytes, off)?;
-    }
+    plan.execute(&out, &[], &[])?;
     let directory = |table_start: u64| -> Vec<u8> {
         let mut b = Vec::with_capacity((gd_sectors * SECTOR) as usize);
         for i in 0..gts {
