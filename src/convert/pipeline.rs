@@ -314,6 +314,15 @@ where
     Ok(turn.into_inner().unwrap_or_else(|p| p.into_inner()).1)
 }
 
+/// One worker's scratch space in a writer: the chunk as read, its compressed output, what each
+/// cluster or grain of the chunk became (`K`, the writer's own kind type), and the compressor.
+pub struct Scratch<K> {
+    pub buf: Vec<u8>,
+    pub comp: Vec<u8>,
+    pub kinds: Vec<K>,
+    pub deflater: Option<Deflater>,
+}
+
 /// Which of a worker's buffers a planned write takes its bytes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Src {

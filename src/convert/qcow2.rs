@@ -90,12 +90,7 @@ enum Kind {
 }
 
 /// One worker's scratch space.
-struct Local {
-    buf: Vec<u8>,
-    comp: Vec<u8>,
-    kinds: Vec<Kind>,
-    deflater: Option<pipeline::Deflater>,
-}
+type Local = pipeline::Scratch<Kind>;
 
 /// The layout state, updated in guest order under the pipeline's lock.
 struct Layout {

@@ -91,12 +91,8 @@ enum Kind {
     },
 }
 
-struct Local {
-    buf: Vec<u8>,
-    comp: Vec<u8>,
-    kinds: Vec<Kind>,
-    deflater: Option<pipeline::Deflater>,
-}
+/// One worker's scratch space.
+type Local = pipeline::Scratch<Kind>;
 
 struct Layout {
     sub: Sub,
