@@ -154,6 +154,37 @@ pub fn push_extent(out: &mut Vec<Extent>, offset: u64, length: u64, kind: Extent
     });
 }
 
+/// Append the extents of bytes `[file_off, file_off+len)` of `storage` to `out`, placed at guest
+/// offset `guest_off`: `Data` where the file may hold data (SEEK_DATA), `hole` elsewhere,
+/// including any part past the file's end.
+pub fn push_file_extents(
+    out: &mut Vec<Extent>,
+    storage: &dyn Storage,
+    file_off: u64,
+    len: u64,
+    guest_off: u64,
+    hole: ExtentKind,
+) -> Result<()> {
+    let ranges = storage
+        .data_ranges(file_off, len)
+        .map_err(|e| Error::io(storage.name(), e))?;
+    let end = file_off.saturating_add(len);
+    let at = |f: u64| guest_off + (f - file_off);
+    let mut pos = file_off;
+    for (start, length) in ranges {
+        let start = start.max(pos);
+        let stop = start.saturating_add(length).min(end);
+        if stop <= start {
+            continue;
+        }
+        push_extent(out, at(pos), start - pos, hole);
+        push_extent(out, at(start), stop - start, ExtentKind::Data);
+        pos = stop;
+    }
+    push_extent(out, at(pos), end - pos, hole);
+    Ok(())
+}
+
 /// Options that widen what [`open`] is allowed to follow. Both default to off: an uploaded image
 /// must not make imgcheck read a file on the host.
 #[derive(Debug, Clone, Default)]

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use super::storage::{read_exact_at, Storage};
-use super::{check_range, clip_end, push_extent, BlockDevice, Extent, ExtentKind, Format};
-use crate::error::{Error, Result};
+use super::{check_range, clip_end, push_file_extents, BlockDevice, Extent, ExtentKind, Format};
+use crate::error::Result;
 
 /// A raw disk image.
 pub struct RawImage {
@@ -31,24 +31,14 @@ impl BlockDevice for RawImage {
     fn map(&self, offset: u64, len: u64) -> Result<Vec<Extent>> {
         let end = clip_end(offset, len, self.size());
         let mut out = Vec::new();
-        let mut pos = offset;
-        let ranges = self
-            .storage
-            .data_ranges(offset, end.saturating_sub(offset))
-            .map_err(|e| Error::io(self.storage.name(), e))?;
-        for (start, length) in ranges {
-            let start = start.max(pos);
-            let stop = (start + length).min(end);
-            if stop <= start {
-                continue;
-            }
-            push_extent(&mut out, pos, start - pos, ExtentKind::Unallocated);
-            push_extent(&mut out, start, stop - start, ExtentKind::Data);
-            pos = stop;
-        }
-        if pos < end {
-            push_extent(&mut out, pos, end - pos, ExtentKind::Unallocated);
-        }
+        push_file_extents(
+            &mut out,
+            self.storage.as_ref(),
+            offset,
+            end.saturating_sub(offset),
+            offset,
+            ExtentKind::Unallocated,
+        )?;
         Ok(out)
     }
     fn actual_size(&self) -> u64 {

@@ -25,6 +25,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::image::push_file_extents;
+
 use super::detect::VMDK_COWD_MAGIC;
 use super::storage::{read_exact_at, read_vec, FileStorage, Storage};
 use super::{
@@ -659,21 +661,7 @@ impl BlockDevice for VmdkImage {
                     } else {
                         ExtentKind::Unallocated
                     };
-                    let ranges = storage
-                        .data_ranges(base + in_p, n)
-                        .map_err(|e| Error::io(storage.name(), e))?;
-                    let mut at = pos;
-                    for (s, l) in ranges {
-                        let g = (s.max(base + in_p) - base) + p.start;
-                        let gend = (s + l - base + p.start).min(pos + n);
-                        if gend <= g || g < at {
-                            continue;
-                        }
-                        push_extent(&mut out, at, g - at, hole_kind);
-                        push_extent(&mut out, g, gend - g, ExtentKind::Data);
-                        at = gend;
-                    }
-                    push_extent(&mut out, at, pos + n - at, hole_kind);
+                    push_file_extents(&mut out, storage.as_ref(), base + in_p, n, pos, hole_kind)?;
                 }
                 Backing::Sparse(s) => {
                     for (eoff, l, st) in s.map(in_p, n)? {

@@ -69,6 +69,7 @@ use super::{
     check_range, clip_end, push_extent, BlockDevice, Extent, ExtentKind, Format, OpenContext,
 };
 use crate::error::{Error, Result};
+use crate::image::push_file_extents;
 use footer::{COOKIE, DYN_HEADER_SIZE, FOOTER_SIZE, MAX_SECTORS, SHORT_FOOTER_SIZE, UNALLOCATED};
 
 /// Largest block allocation table loaded (64 Mi entries: 128 TiB of 2 MiB blocks).
@@ -710,22 +711,14 @@ impl BlockDevice for VhdImage {
             Some(sp) => self.map_sparse(sp, offset, end),
             None => {
                 let mut out = Vec::new();
-                let mut pos = offset;
-                let ranges = self
-                    .storage
-                    .data_ranges(offset, end - offset)
-                    .map_err(|e| Error::io(self.name_str(), e))?;
-                for (start, length) in ranges {
-                    let start = start.max(pos);
-                    let stop = (start + length).min(end);
-                    if stop <= start {
-                        continue;
-                    }
-                    push_extent(&mut out, pos, start - pos, ExtentKind::Unallocated);
-                    push_extent(&mut out, start, stop - start, ExtentKind::Data);
-                    pos = stop;
-                }
-                push_extent(&mut out, pos, end - pos, ExtentKind::Unallocated);
+                push_file_extents(
+                    &mut out,
+                    self.storage.as_ref(),
+                    offset,
+                    end - offset,
+                    offset,
+                    ExtentKind::Unallocated,
+                )?;
                 Ok(out)
             }
         }
