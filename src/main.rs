@@ -141,6 +141,16 @@ enum Command {
         /// Worker threads per conversion (default: one per core).
         #[arg(short = 'j', long, default_value_t = 0)]
         jobs: usize,
+        /// Cache mode of the output, qemu-img's names: writeback (default: fsync before the
+        /// rename, so DST is on the disk when imgcheck returns) or unsafe (no fsync, as
+        /// qemu-img convert does by default).
+        #[arg(
+            short = 't',
+            long = "cache",
+            value_name = "CACHE",
+            default_value = "writeback"
+        )]
+        cache: String,
         /// Directory the outputs go to (NAME.FORMAT).
         #[arg(long, value_name = "DIR")]
         out_dir: PathBuf,
@@ -175,6 +185,16 @@ enum Command {
         /// Worker threads (default: one per core).
         #[arg(short = 'j', long, default_value_t = 0)]
         jobs: usize,
+        /// Cache mode of the output, qemu-img's names: writeback (default: fsync before the
+        /// rename, so DST is on the disk when imgcheck returns) or unsafe (no fsync, as
+        /// qemu-img convert does by default).
+        #[arg(
+            short = 't',
+            long = "cache",
+            value_name = "CACHE",
+            default_value = "writeback"
+        )]
+        cache: String,
         /// Overwrite DST if it exists.
         #[arg(long)]
         force: bool,
@@ -482,6 +502,7 @@ fn run(cli: Cli) -> Result<u8> {
             options,
             compress,
             jobs,
+            cache,
             out_dir,
             verify_first,
             force,
@@ -499,6 +520,7 @@ fn run(cli: Cli) -> Result<u8> {
                     compress,
                     jobs,
                     force,
+                    cache: cache.parse()?,
                 },
                 out_dir,
                 verify_first,
@@ -539,6 +561,7 @@ fn run(cli: Cli) -> Result<u8> {
             options,
             compress,
             jobs,
+            cache,
             force,
             quiet,
             verify,
@@ -547,6 +570,7 @@ fn run(cli: Cli) -> Result<u8> {
             dst,
         } => {
             let format: OutputFormat = output_format.parse()?;
+            let cache = cache.parse()?;
             let kv = parse_format_options(&options);
             let dev = image::open_spec(&src, &open.options())?;
             for w in dev.warnings() {
@@ -558,6 +582,7 @@ fn run(cli: Cli) -> Result<u8> {
                 compress,
                 jobs,
                 force,
+                cache,
             };
             install_cancel_handler();
             let show = !quiet && std::io::stderr().is_terminal();

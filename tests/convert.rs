@@ -374,6 +374,72 @@ fn existing_destination_needs_force() {
     assert_no_temp_files(dir.path());
 }
 
+/// `-t writeback` (the default) fsyncs the output before the rename; `-t unsafe` (qemu-img
+/// convert's default) makes no flush at all, and writes the same image. strace is the oracle.
+#[test]
+fn cache_mode_decides_the_fsync() {
+    if !have("strace") {
+        eprintln!("skipped: strace not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("a.raw");
+    make_pattern_raw(&src, SIZES[0], 3);
+    let mut outputs = Vec::new();
+    for (mode, fmt) in [
+        ("writeback", "qcow2"),
+        ("unsafe", "qcow2"),
+        ("writeback", "vmdk"),
+        ("unsafe", "vmdk"),
+    ] {
+        let dst = dir.path().join(format!("{mode}.{fmt}"));
+        let trace = dir.path().join(format!("{mode}.{fmt}.trace"));
+        let o = run(
+            "strace",
+            &[
+                "-f",
+                "-qq",
+                "-o",
+                &s(&trace),
+                "-e",
+                "trace=fsync,fdatasync,sync_file_range,sync,syncfs,renameat,renameat2,rename",
+                &s(&imgcheck_bin()),
+                "convert",
+                "-q",
+                "-O",
+                fmt,
+                "-t",
+                mode,
+                &s(&src),
+                &s(&dst),
+            ],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let calls = std::fs::read_to_string(&trace).unwrap();
+        let flushes = calls
+            .lines()
+            .filter(|l| l.contains("fsync(") || l.contains("fdatasync(") || l.contains("sync("))
+            .count();
+        assert!(calls.contains("rename"), "{mode}: no rename?\n{calls}");
+        if mode == "writeback" {
+            // The file, then the directory after the rename.
+            assert!(flushes >= 2, "{mode}: expected fsyncs\n{calls}");
+            let fsync_at = calls.find("fsync(").unwrap();
+            assert!(fsync_at < calls.find("rename").unwrap(), "{calls}");
+        } else {
+            assert_eq!(flushes, 0, "{mode}: no flush expected\n{calls}");
+            assert!(!calls.contains("sync_file_range"), "{calls}");
+        }
+        let cmp = qemu_img(&["compare", "-f", "raw", &s(&src), &s(&dst)]);
+        assert!(cmp.status.success(), "{mode} {fmt}: qemu-img compare");
+        outputs.push(std::fs::read(&dst).unwrap());
+    }
+    // The mode changes nothing in the file: the qcow2 writer is deterministic, so its two
+    // outputs are byte for byte the same (VMDK's CID is random, so only qemu-img compare there).
+    assert_eq!(outputs[0], outputs[1], "qcow2 differs between cache modes");
+    assert_no_temp_files(dir.path());
+}
+
 fn assert_no_temp_files(dir: &Path) {
     for e in std::fs::read_dir(dir).unwrap() {
         let n = e.unwrap().file_name().to_string_lossy().to_string();
@@ -452,7 +518,7 @@ fn failed_source_read_leaves_no_destination() {
                 .collect(),
             compress,
             jobs: 3,
-            force: false,
+            ..Default::default()
         };
         let r = convert::convert(src, &dst, &o, &|_| {});
         let e = r.expect_err("conversion of a failing source must fail");
@@ -675,6 +741,8 @@ fn bad_options_are_refused_clearly() {
         (vec!["-O", "raw", "-c"], "-c"),
         (vec!["-O", "vhdx"], "VHDX"),
         (vec!["-O", "qcow2", "-o", "frobnicate=1"], "frobnicate"),
+        (vec!["-O", "qcow2", "-t", "none"], "-t none"),
+        (vec!["-O", "qcow2", "-t", "sometimes"], "cache mode"),
     ] {
         let mut a = vec!["convert"];
         a.extend_from_slice(&args);

@@ -5,6 +5,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use super::{CacheMode, ConvertOptions};
 use crate::error::{Error, Result};
 
 /// A destination being written.
@@ -13,11 +14,13 @@ pub struct Output {
     tmp: PathBuf,
     dst: PathBuf,
     committed: bool,
+    cache: CacheMode,
 }
 
 impl Output {
-    /// Create the temporary file for `dst`. Refuses an existing `dst` unless `force`.
-    pub fn create(dst: &Path, force: bool) -> Result<Self> {
+    /// Create the temporary file for `dst`. Refuses an existing `dst` unless `opts.force`.
+    pub fn create(dst: &Path, opts: &ConvertOptions) -> Result<Self> {
+        let force = opts.force;
         let name = dst.display().to_string();
         if !force && dst.symlink_metadata().is_ok() {
             return Err(Error::Other(format!(
@@ -45,6 +48,7 @@ impl Output {
             tmp,
             dst: dst.to_path_buf(),
             committed: false,
+            cache: opts.cache,
         })
     }
 
@@ -70,7 +74,7 @@ impl Output {
         self.file()
             .write_all_at(buf, offset)
             .map_err(|e| self.write_error(e))?;
-        if buf.len() >= 256 * 1024 {
+        if buf.len() >= 256 * 1024 && self.cache == CacheMode::Writeback {
             self.start_writeback(offset, buf.len() as u64);
         }
         Ok(())
@@ -111,15 +115,22 @@ impl Output {
     }
 
     /// Flush, fsync and rename into place; fsync the directory so the rename is durable.
+    /// With `-t unsafe`, only the rename.
     pub fn commit(mut self) -> Result<()> {
         let file = self.file.take().expect("commit once");
-        file.sync_all().map_err(|e| self.write_error(e))?;
+        let durable = self.cache == CacheMode::Writeback;
+        if durable {
+            file.sync_all().map_err(|e| self.write_error(e))?;
+        }
         drop(file);
         if super::cancelled() {
             return Err(super::interrupted_error(&self.dst));
         }
         std::fs::rename(&self.tmp, &self.dst).map_err(|e| Error::io(self.name(), e))?;
         self.committed = true;
+        if !durable {
+            return Ok(());
+        }
         if let Some(dir) = self.dst.parent() {
             let dir = if dir.as_os_str().is_empty() {
                 Path::new(".")

@@ -270,7 +270,7 @@ pub fn write(
     let rb_base = rt_off + rt * cs;
     let data_start = rb_base + rb * cs;
 
-    let out = Output::create(dst, opts.force)?;
+    let out = Output::create(dst, opts)?;
     let mut layout = Layout {
         cs,
         bits,

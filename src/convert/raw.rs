@@ -21,7 +21,7 @@ pub fn write(
     opts: &ConvertOptions,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<ConvertStats> {
-    let out = Output::create(dst, opts.force)?;
+    let out = Output::create(dst, opts)?;
     let size = src.size();
     out.set_len(size)?;
     let (read, written) = copy_sparse(src.as_ref(), &out, 0, size, opts.threads(), progress)?;

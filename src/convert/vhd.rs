@@ -171,7 +171,7 @@ pub fn write(
         e => e,
     })?;
     let uuid: [u8; 16] = super::unique_bytes(size);
-    let out = Output::create(dst, opts.force)?;
+    let out = Output::create(dst, opts)?;
     let foot = footer(dynamic, size, geo, &uuid);
     if !dynamic {
         out.set_len(size + FOOTER as u64)?;

@@ -332,7 +332,7 @@ pub fn write(
         written: 0,
     };
 
-    let out = Output::create(dst, opts.force)?;
+    let out = Output::create(dst, opts)?;
     let chunks = pipeline::plan(src.as_ref(), GRAIN, CHUNK, size)?;
     let read = AtomicU64::new(0);
     let stream = sub == Sub::StreamOptimized;
