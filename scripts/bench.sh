@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Benchmarks. Usage: scripts/bench.sh [convert]   (BENCH_DIR=/var/tmp/imgcheck-bench, BENCH_GIB=2)
 #
-# convert: imgcheck convert against `qemu-img convert -m 8 -W` (and plain qemu-img convert
-# where its default is faster) on the same sources, from the page cache, timed with
-# /usr/bin/time (wall seconds, peak RSS). Sources (BENCH_GIB GiB each):
+# convert: imgcheck convert against `qemu-img convert -m 8 -W` on the same sources, from the
+# page cache, timed with /usr/bin/time (wall seconds, peak RSS), `sync` before each run so no
+# run pays for the previous one's writeback. Each case is timed twice over: durable (imgcheck's
+# default fsync against qemu-img -t writeback, which flushes at close) and not durable
+# (imgcheck -t unsafe against qemu-img's default, cache=unsafe). Sources (BENCH_GIB GiB each):
 #   random  - random data in 1-8 MiB runs with ~30% holes (incompressible: worst case for -c)
 #   zeros   - mostly zeros: 5% random data, 45% explicit (allocated) zeros, 50% holes
 #   ntfs    - an MBR disk with one NTFS partition (mkntfs) holding a ~1 GB tar of /usr
 #             (binaries and text: realistic compressibility), made with ntfscp
 # Cases: raw->qcow2, raw->qcow2 -c, raw->vmdk streamOptimized, vmdk(streamOptimized)->qcow2,
-# qcow2->vhd; the last two need imgcheck's VMDK/qcow2 readers (skipped if they cannot open the
-# source).
+# compressed qcow2->vhd, qcow2->vhd (the derived sources are made by qemu-img).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -70,10 +71,11 @@ PY
         rm -f part.ntfs usr.tar
     fi
     # derived sources, made by qemu-img
-    for s in random ntfs; do
+    for s in random zeros ntfs; do
         [ -f $s.raw ] || continue
         [ -f $s.stream.vmdk ] || qemu-img convert -O vmdk -o subformat=streamOptimized $s.raw $s.stream.vmdk
         [ -f $s.qcow2 ] || qemu-img convert -O qcow2 $s.raw $s.qcow2
+        [ -f $s.c.qcow2 ] || qemu-img convert -c -O qcow2 $s.raw $s.c.qcow2
     done
     cd - >/dev/null
 }
@@ -82,6 +84,7 @@ PY
 run() {
     local out=$1; shift
     rm -f "$out"
+    sync
     /usr/bin/time -f "%e %M" -o "$BENCH_DIR/time.txt" "$@" >/dev/null 2>"$BENCH_DIR/err.txt" || {
         echo "FAILED: $*" >&2; cat "$BENCH_DIR/err.txt" >&2; rm -f "$out"; echo "nan nan"; return
     }
@@ -102,19 +105,29 @@ best() {
 
 readable() { "$IMG" info "$1" >/dev/null 2>&1; }
 
-row() { # case src ours qemu_mW [qemu_default]
-    local c=$1 s=$2 o=$3 q=$4 d=${5:-}
-    local ratio
-    ratio=$(awk -v q="${q% *}" -v o="${o% *}" 'BEGIN{ if (o>0) printf "%.2f", q/o; else print "-" }')
-    if [ -n "$d" ]; then
-        local r2
-        r2=$(awk -v q="${d% *}" -v o="${o% *}" 'BEGIN{ if (o>0) printf "%.2f", q/o; else print "-" }')
-        printf "| %-28s | %-7s | %6s s %5s MiB | %6s s %5s MiB | %6s s %5s MiB | %5sx | %5sx |\n" \
-            "$c" "$s" ${o} ${q} ${d} "$ratio" "$r2"
-    else
-        printf "| %-28s | %-7s | %6s s %5s MiB | %6s s %5s MiB | %18s | %5sx | %6s |\n" \
-            "$c" "$s" ${o} ${q} "" "$ratio" ""
+ratio() { awk -v q="${1% *}" -v o="${2% *}" 'BEGIN{ if (o>0) printf "%.2f", q/o; else print "-" }'; }
+
+# one case, four timings: (durable) imgcheck default vs qemu-img -m 8 -W -t writeback, and
+# (not durable) imgcheck -t unsafe vs qemu-img -m 8 -W (its default cache mode for the output).
+# case_row N CASE SRC_NAME OUT_EXT IMGCHECK_ARGS QEMU_ARGS SRC_FILE
+case_row() {
+    local n=$1 c=$2 s=$3 ext=$4 iargs=$5 qargs=$6 src=$7 D=$BENCH_DIR
+    [ -f "$src" ] || return 0
+    if ! readable "$src"; then
+        echo "| $c | $s | skipped: imgcheck cannot open $src |"
+        return 0
     fi
+    local od ou qd qu
+    # shellcheck disable=SC2086
+    od=$(best "$n" "$D/o.$ext" "$IMG" convert -q $iargs "$src" "$D/o.$ext")
+    # shellcheck disable=SC2086
+    qd=$(best "$n" "$D/q.$ext" qemu-img convert -m 8 -W -t writeback $qargs "$src" "$D/q.$ext")
+    # shellcheck disable=SC2086
+    ou=$(best "$n" "$D/o.$ext" "$IMG" convert -q -t unsafe $iargs "$src" "$D/o.$ext")
+    # shellcheck disable=SC2086
+    qu=$(best "$n" "$D/q.$ext" qemu-img convert -m 8 -W $qargs "$src" "$D/q.$ext")
+    printf "| %-26s | %-6s | %5s s %3s MiB | %5s s %3s MiB | **%5sx** | %5s s %3s MiB | %5s s %3s MiB | **%5sx** |\n" \
+        "$c" "$s" $od $qd "$(ratio "$qd" "$od")" $ou $qu "$(ratio "$qu" "$ou")"
 }
 
 bench_convert() {
@@ -122,47 +135,28 @@ bench_convert() {
     local D=$BENCH_DIR N
     N=$(nproc)
     echo
-    echo "imgcheck convert vs qemu-img $(qemu-img --version | head -1 | awk '{print $3}'), $N cores, $GIB GiB sources, page cache warm"
-    echo "(a) third column: qemu-img -m 8 -W -t writeback (flushes its output at the end, as imgcheck fsyncs)"
-    echo "(b) third column: qemu-img convert -c without -m 8 -W (its faster setting for compression)"
-    echo "| case                         | source  | imgcheck (-j $N)     | qemu-img -m 8 -W    | qemu-img, 3rd       | ratio | ratio vs 3rd |"
-    echo "|------------------------------|---------|---------------------|---------------------|---------------------|-------|-------|"
+    echo "imgcheck convert (-j $N) vs qemu-img $(qemu-img --version | head -1 | awk '{print $3}') convert -m 8 -W, $N cores, $GIB GiB sources, page cache warm, sync before each run"
+    echo "durable: imgcheck default (fsync before rename) vs qemu-img -t writeback (flush at close)"
+    echo "not durable: imgcheck -t unsafe vs qemu-img default (cache=unsafe for the output)"
+    echo "ratio = qemu-img seconds / imgcheck seconds; best of 3 (compressed output: 1 run)"
+    echo
+    echo "| case                       | source | imgcheck        | qemu-img -t writeback | ratio | imgcheck -t unsafe | qemu-img (unsafe) | ratio |"
+    echo "|----------------------------|--------|-----------------|-----------------|-------|-----------------|-----------------|-------|"
     for s in random zeros ntfs; do
         [ -f "$D/$s.raw" ] || continue
-        cat "$D/$s.raw" >/dev/null
-        o=$(best 3 "$D/o.qcow2" "$IMG" convert -q -O qcow2 "$D/$s.raw" "$D/o.qcow2")
-        q=$(best 3 "$D/q.qcow2" qemu-img convert -m 8 -W -O qcow2 "$D/$s.raw" "$D/q.qcow2")
-        d=$(best 3 "$D/q.qcow2" qemu-img convert -m 8 -W -t writeback -O qcow2 "$D/$s.raw" "$D/q.qcow2")
-        row "raw->qcow2 (a)" "$s" "$o" "$q" "$d"
-        o=$(run "$D/o.qcow2" "$IMG" convert -q -c -O qcow2 "$D/$s.raw" "$D/o.qcow2")
-        q=$(run "$D/q.qcow2" qemu-img convert -m 8 -W -c -O qcow2 "$D/$s.raw" "$D/q.qcow2")
-        d=$(run "$D/q.qcow2" qemu-img convert -c -O qcow2 "$D/$s.raw" "$D/q.qcow2")
-        row "raw->qcow2 -c (b)" "$s" "$o" "$q" "$d"
-        o=$(run "$D/o.vmdk" "$IMG" convert -q -O vmdk -o subformat=streamOptimized "$D/$s.raw" "$D/o.vmdk")
-        q=$(run "$D/q.vmdk" qemu-img convert -m 8 -W -O vmdk -o subformat=streamOptimized "$D/$s.raw" "$D/q.vmdk")
-        row "raw->vmdk streamOptimized" "$s" "$o" "$q"
-        if [ -f "$D/$s.stream.vmdk" ]; then
-            if readable "$D/$s.stream.vmdk"; then
-                o=$(best 2 "$D/o.qcow2" "$IMG" convert -q -O qcow2 "$D/$s.stream.vmdk" "$D/o.qcow2")
-                q=$(best 2 "$D/q.qcow2" qemu-img convert -m 8 -W -O qcow2 "$D/$s.stream.vmdk" "$D/q.qcow2")
-                row "vmdk(stream)->qcow2" "$s" "$o" "$q"
-            else
-                echo "| vmdk(stream)->qcow2          | $s | skipped: imgcheck's VMDK reader is not merged yet |"
-            fi
-        fi
-        if [ -f "$D/$s.qcow2" ]; then
-            if readable "$D/$s.qcow2"; then
-                o=$(best 2 "$D/o.vhd" "$IMG" convert -q -O vpc "$D/$s.qcow2" "$D/o.vhd")
-                q=$(best 2 "$D/q.vhd" qemu-img convert -m 8 -W -O vpc "$D/$s.qcow2" "$D/q.vhd")
-                row "qcow2->vhd" "$s" "$o" "$q"
-            else
-                echo "| qcow2->vhd                   | $s | skipped: imgcheck's qcow2 reader is not merged yet |"
-            fi
-        fi
+        cat "$D/$s.raw" "$D/$s".*.vmdk "$D/$s".*qcow2 >/dev/null 2>&1 || true
+        case_row 3 "raw->qcow2" "$s" qcow2 "-O qcow2" "-O qcow2" "$D/$s.raw"
+        case_row 1 "raw->qcow2 -c" "$s" qcow2 "-c -O qcow2" "-c -O qcow2" "$D/$s.raw"
+        case_row 1 "raw->vmdk streamOptimized" "$s" vmdk "-O vmdk -o subformat=streamOptimized" \
+            "-O vmdk -o subformat=streamOptimized" "$D/$s.raw"
+        case_row 3 "vmdk(stream)->qcow2" "$s" qcow2 "-O qcow2" "-O qcow2" "$D/$s.stream.vmdk"
+        case_row 3 "qcow2(-c)->vhd" "$s" vhd "-O vpc" "-O vpc" "$D/$s.c.qcow2"
+        case_row 3 "qcow2->vhd" "$s" vhd "-O vpc" "-O vpc" "$D/$s.qcow2"
     done
     # memory bound: 16 workers on the compressing path
     if [ -f "$D/random.raw" ]; then
         o=$(run "$D/o.qcow2" "$IMG" convert -q -j 16 -c -O qcow2 "$D/random.raw" "$D/o.qcow2")
+        echo
         echo "imgcheck convert -j 16 -c -O qcow2 random.raw: ${o% *} s, peak RSS ${o#* } MiB"
     fi
     rm -f "$D"/o.* "$D"/q.* "$D/time.txt" "$D/err.txt"
