@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmarks. Usage: scripts/bench.sh [convert]   (BENCH_DIR=/var/tmp/imgcheck-bench, BENCH_GIB=2)
+# Benchmarks. Usage: scripts/bench.sh [convert|sources]   (BENCH_DIR=/var/tmp/imgcheck-bench, BENCH_GIB=2)
 #
 # convert: imgcheck convert against `qemu-img convert -m 8 -W` on the same sources, from the
 # page cache, timed with /usr/bin/time (wall seconds, peak RSS), `sync` before each run so no
@@ -159,10 +159,18 @@ bench_convert() {
         echo
         echo "imgcheck convert -j 16 -c -O qcow2 random.raw: ${o% *} s, peak RSS ${o#* } MiB"
     fi
+    # scaling: the compressing path with 1 worker and with one per core
+    if [ -f "$D/ntfs.raw" ]; then
+        local one all
+        one=$(run "$D/o.qcow2" "$IMG" convert -q -j 1 -c -O qcow2 "$D/ntfs.raw" "$D/o.qcow2")
+        all=$(run "$D/o.qcow2" "$IMG" convert -q -j "$N" -c -O qcow2 "$D/ntfs.raw" "$D/o.qcow2")
+        echo "imgcheck convert -c -O qcow2 ntfs.raw: -j 1 ${one% *} s, -j $N ${all% *} s (speed-up $(ratio "$one" "$all")x)"
+    fi
     rm -f "$D"/o.* "$D"/q.* "$D/time.txt" "$D/err.txt"
 }
 
 case "$WHAT" in
     convert) bench_convert ;;
-    *) echo "usage: $0 [convert]" >&2; exit 2 ;;
+    sources) make_sources ;;
+    *) echo "usage: $0 [convert|sources]" >&2; exit 2 ;;
 esac

@@ -528,7 +528,7 @@ fn failed_source_read_leaves_no_destination() {
     }
 }
 
-/// A qcow2 source truncated midway (made by qemu-img; runs once the qcow2 reader is merged).
+/// A qcow2 source truncated midway (made by qemu-img).
 #[test]
 fn truncated_qcow2_source_leaves_no_destination() {
     if !have("qemu-img") {
@@ -540,9 +540,7 @@ fn truncated_qcow2_source_leaves_no_destination() {
     make_pattern_raw(&raw, 6 << 20, 9);
     let q = dir.path().join("a.qcow2");
     qemu_img(&["convert", "-O", "qcow2", &s(&raw), &s(&q)]);
-    if !readable(&q) {
-        return;
-    }
+    assert_readable(&q);
     let len = std::fs::metadata(&q).unwrap().len();
     let f = std::fs::OpenOptions::new().write(true).open(&q).unwrap();
     f.set_len(len / 2).unwrap();
@@ -559,24 +557,15 @@ fn truncated_qcow2_source_leaves_no_destination() {
     assert_no_temp_files(dir.path());
 }
 
-/// Whether imgcheck can open `img` yet (format readers are merged separately).
-fn readable(img: &Path) -> bool {
+/// `imgcheck info` opens `img` (the source a test made with qemu-img).
+fn assert_readable(img: &Path) {
     let o = imgcheck(&["info", &s(img)]);
-    if o.status.success() {
-        return true;
-    }
-    let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains("not yet built"),
-        "imgcheck info {} failed: {err}",
-        img.display()
-    );
-    eprintln!(
-        "SKIP {}: reader not yet built ({})",
+        o.status.success(),
+        "imgcheck info {} failed: {}",
         img.display(),
-        err.trim()
+        String::from_utf8_lossy(&o.stderr)
     );
-    false
 }
 
 #[test]
@@ -644,16 +633,9 @@ fn verify_reads_back_with_imgchecks_reader() {
         args.push(&a);
         args.push(&b);
         let o = imgcheck(&args);
-        if o.status.success() {
-            let err = String::from_utf8_lossy(&o.stderr);
-            assert!(err.contains("verified"), "{}: {err}", t.name);
-            continue;
-        }
-        // verification needs the target's reader; it is merged separately
         let err = String::from_utf8_lossy(&o.stderr);
-        assert!(err.contains("not yet built"), "{}: {err}", t.name);
-        assert!(dst.exists(), "{}: the conversion itself succeeded", t.name);
-        eprintln!("SKIP verify of {}: reader not yet built", t.name);
+        assert!(o.status.success(), "{}: {err}", t.name);
+        assert!(err.contains("verified"), "{}: {err}", t.name);
     }
 }
 
@@ -681,8 +663,7 @@ fn verify_detects_a_difference() {
     convert::verify::compare(da.as_ref(), dc.as_ref(), 2, &|_| {}).unwrap();
 }
 
-/// Sources in the other formats, made by qemu-img, converted to every target (each source
-/// format runs once imgcheck's reader for it is merged).
+/// Sources in every other format and subformat, made by qemu-img, converted to every target.
 #[test]
 fn sources_in_other_formats() {
     if !have("qemu-img") {
@@ -693,8 +674,22 @@ fn sources_in_other_formats() {
     let raw = dir.path().join("base.raw");
     let size = SIZES[0];
     make_pattern_raw(&raw, size, 21);
-    let sources: [(&str, &str, &[&str]); 5] = [
+    let sources: [(&str, &str, &[&str]); 11] = [
         ("qcow2", "qcow2", &[]),
+        ("qcow2-v2", "qcow2", &["-o", "compat=0.10"]),
+        ("qcow2-compressed", "qcow2", &["-c"]),
+        (
+            "qcow2-extended-l2",
+            "qcow2",
+            &["-o", "extended_l2=on,cluster_size=128k"],
+        ),
+        ("qcow2-512b", "qcow2", &["-o", "cluster_size=512"]),
+        ("vmdk-flat", "vmdk", &["-o", "subformat=monolithicFlat"]),
+        (
+            "vmdk-2gb-sparse",
+            "vmdk",
+            &["-o", "subformat=twoGbMaxExtentSparse"],
+        ),
         ("vmdk-sparse", "vmdk", &[]),
         ("vmdk-stream", "vmdk", &["-o", "subformat=streamOptimized"]),
         ("vhd-dynamic", "vpc", &["-o", "subformat=dynamic"]),
@@ -708,9 +703,7 @@ fn sources_in_other_formats() {
         args.push(&r);
         args.push(&p);
         qemu_img(&args);
-        if !readable(&src) {
-            continue;
-        }
+        assert_readable(&src);
         let src_size = qemu_info(&src, Some(sfmt))["virtual-size"]
             .as_u64()
             .unwrap();
@@ -779,5 +772,57 @@ fn file_size_limit_gives_a_clear_error_and_no_destination() {
         assert!(err.contains(&format!("out.{fmt}")), "{fmt}: {err}");
         assert!(!dst.exists());
         assert_no_temp_files(dir.path());
+    }
+}
+
+/// A qcow2 overlay on a raw backing file: refused without `--allow-backing`, and flattened
+/// into every target with it (the output has no backing file and equals the chain).
+#[test]
+fn overlay_is_flattened_with_allow_backing() {
+    if !have("qemu-img") || !have("qemu-io") {
+        eprintln!("SKIP: qemu-img/qemu-io not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.raw");
+    make_pattern_raw(&base, 4 << 20, 31);
+    let top = dir.path().join("top.qcow2");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        "backing_file=base.raw,backing_fmt=raw",
+        &s(&top),
+        "5M",
+    ]);
+    let o = Command::new("qemu-io")
+        .args([
+            "-c",
+            "write -P 0x99 64k 100k",
+            "-c",
+            "write -z 1M 64k",
+            "-c",
+            "write -P 0x42 4095k 3k",
+            &s(&top),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let refused = dir.path().join("refused.qcow2");
+    let o = imgcheck(&["convert", "-O", "qcow2", &s(&top), &s(&refused)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("--allow-backing"), "{err}");
+    assert!(!refused.exists());
+
+    for t in TARGETS {
+        let dst = dir.path().join(format!("flat-{}", t.name));
+        convert_ok(&top, &dst, t, &["--allow-backing"], &[]);
+        check_with_qemu(&top, "qcow2", &dst, t, 5 << 20, dir.path());
+        let info = qemu_info(&dst, Some(t.qemu_fmt));
+        assert!(info.get("backing-filename").is_none(), "{}: {info}", t.name);
     }
 }
