@@ -7,7 +7,7 @@ fx=$root/fixtures
 out=$root/fuzz/corpus
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-mkdir -p "$out"/qcow2 "$out"/vhd "$out"/vmdk_sparse "$out"/vmdk_descriptor "$out"/mbr_gpt "$out"/ntfs "$out"/hive "$out"/bcd
+mkdir -p "$out"/qcow2 "$out"/vhd "$out"/vmdk_sparse "$out"/vmdk_descriptor "$out"/mbr_gpt "$out"/ntfs "$out"/hive "$out"/bcd "$out"/nbd_server "$out"/nbd_client
 
 head1m() { head -c 1048576; }
 
@@ -62,4 +62,34 @@ cp "$fx/realdata/win10-bios-BCD" "$out/bcd/"
 xz -dc "$fx/realdata/uefi-BCD.xz" > "$out/bcd/uefi-BCD"
 xz -dc "$fx/realdata/win7-vmware-SYSTEM.xz" > "$tmp/h"
 [ "$(wc -c < "$tmp/h")" -le 1048576 ] && cp "$tmp/h" "$out/hive/win7-vmware-SYSTEM" || true
+# NBD: real conversations, recorded between imgcheck serve and its clients (imgcheck's own,
+# qemu-img, nbdinfo when installed) by scripts/nbd-record.py. The client's bytes seed
+# nbd_server, the server's bytes seed nbd_client.
+img=$root/target/release/imgcheck
+[ -x "$img" ] || img=$root/target/debug/imgcheck
+if [ -x "$img" ]; then
+    qemu-img create -q -f qcow2 "$tmp/n.qcow2" 1M 2>/dev/null && qemu-io -c "write -P 7 0 64k" "$tmp/n.qcow2" >/dev/null 2>&1 || true
+    "$img" serve --unix "$tmp/up.sock" --export-name disk "$tmp/n.qcow2" > "$tmp/serve.out" 2>/dev/null &
+    spid=$!
+    python3 "$root/scripts/nbd-record.py" "$tmp/up.sock" "$tmp/rec.sock" "$tmp/rec" &
+    rpid=$!
+    i=0; while [ ! -S "$tmp/rec.sock" ] || [ ! -S "$tmp/up.sock" ]; do sleep 0.1; i=$((i+1)); [ $i -gt 50 ] && break; done
+    u="nbd+unix:///disk?socket=$tmp/rec.sock"
+    "$img" info "$u" >/dev/null 2>&1 || true
+    "$img" verify "$u" >/dev/null 2>&1 || true
+    if command -v qemu-img >/dev/null; then
+        qemu-img info "$u" >/dev/null 2>&1 || true
+        qemu-img map --output=json "$u" >/dev/null 2>&1 || true
+        qemu-img convert -O raw "$u" "$tmp/copy.raw" >/dev/null 2>&1 || true
+        qemu-io -r -f raw -c "read 0 4k" -c "write 0 512" "$u" >/dev/null 2>&1 || true
+    fi
+    if command -v nbdinfo >/dev/null; then
+        nbdinfo --list "$u" >/dev/null 2>&1 || true
+        nbdinfo --map "$u" >/dev/null 2>&1 || true
+    fi
+    sleep 0.5
+    kill $rpid $spid 2>/dev/null; wait $rpid $spid 2>/dev/null
+    for f in "$tmp"/rec/client-*; do [ -s "$f" ] && head -c 65536 "$f" > "$out/nbd_server/$(basename "$f")"; done
+    for f in "$tmp"/rec/server-*; do [ -s "$f" ] && head -c 65536 "$f" > "$out/nbd_client/$(basename "$f")"; done
+fi
 for t in "$out"/*/; do echo "$(basename "$t"): $(ls "$t" | wc -l) seeds"; done

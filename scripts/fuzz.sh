@@ -9,10 +9,10 @@ set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
 secs=${1:-60}
 [ $# -gt 0 ] && shift
-targets=${*:-"qcow2 vhd vmdk_sparse vmdk_descriptor mbr_gpt ntfs hive bcd"}
+targets=${*:-"qcow2 vhd vmdk_sparse vmdk_descriptor mbr_gpt ntfs hive bcd nbd_server nbd_client"}
 cd "$root/fuzz" || exit 2
 if ! rustc --version | grep -q nightly; then export RUSTC_BOOTSTRAP=1; fi
-[ -d corpus/qcow2 ] || "$root/scripts/fuzz-seeds.sh" >/dev/null
+[ -d corpus/nbd_client ] || "$root/scripts/fuzz-seeds.sh" >/dev/null
 log=$root/fuzz/logs
 mkdir -p "$log"
 max_len() {

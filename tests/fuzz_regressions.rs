@@ -89,6 +89,73 @@ fn bcd(data: &[u8]) {
     }
 }
 
+/// The body of the nbd_client target: a thread plays an NBD server that sends `data` on every
+/// connection (up to 4); the client connects, detects the format and reads and maps it.
+fn nbd_client(data: &[u8]) {
+    use std::io::{Read, Write};
+    use std::net::Shutdown;
+    use std::os::unix::net::UnixListener;
+    use std::sync::atomic::AtomicBool;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("nbd.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (input, stop2) = (data.to_vec(), stop.clone());
+    let server = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        while !stop2.load(Ordering::SeqCst) && conns.len() < 4 {
+            match listener.accept() {
+                Ok((s, _)) => {
+                    let input = input.clone();
+                    conns.push(std::thread::spawn(move || {
+                        s.set_nonblocking(false).unwrap();
+                        let mut w = s.try_clone().unwrap();
+                        let _ = w.write_all(&input);
+                        let _ = w.shutdown(Shutdown::Write);
+                        let mut r = s;
+                        let mut buf = [0u8; 65536];
+                        while matches!(r.read(&mut buf), Ok(n) if n > 0) {}
+                    }));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_micros(200))
+                }
+                Err(_) => break,
+            }
+        }
+        for c in conns {
+            let _ = c.join();
+        }
+    });
+    let text = format!("nbd+unix:///disk?socket={}", sock.display());
+    if let Ok(parsed) = imgcheck::nbd::uri::parse(&text) {
+        if let Ok(st) = imgcheck::nbd::client::NbdStorage::connect_with_timeout(
+            &text,
+            &parsed,
+            Duration::from_secs(2),
+        ) {
+            let ctx = OpenContext::new(OpenOptions::default(), Resolver::none());
+            if let Ok(dev) = open_storage(Arc::new(st), &ctx) {
+                let size = dev.size();
+                let mut buf = vec![0u8; 65536];
+                for off in [
+                    0,
+                    size / 2,
+                    size.saturating_sub(4096),
+                    size.saturating_sub(1),
+                ] {
+                    let len = (size - off.min(size)).min(buf.len() as u64) as usize;
+                    let _ = dev.read_at(&mut buf[..len], off);
+                }
+                let _ = dev.map(0, size.min(1 << 30));
+            }
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    server.join().unwrap();
+}
+
 fn corpus(target: &str) -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures/fuzz")
@@ -104,7 +171,7 @@ fn corpus(target: &str) -> Vec<PathBuf> {
 #[test]
 fn replay_every_saved_fuzz_input() {
     type Body = fn(&[u8]);
-    let targets: [(&str, Body); 8] = [
+    let targets: [(&str, Body); 9] = [
         ("qcow2", container),
         ("vhd", container),
         ("vmdk_sparse", container),
@@ -113,6 +180,7 @@ fn replay_every_saved_fuzz_input() {
         ("ntfs", ntfs),
         ("hive", hive),
         ("bcd", bcd),
+        ("nbd_client", nbd_client),
     ];
     // imgcheck turns a dependency's panic into an error with catch_unwind (last line of
     // defence), so a panic would not fail this test by itself: count them with a hook.

@@ -1393,3 +1393,38 @@ fn a_dead_server_gives_a_timeout_error_not_a_hang() {
     drop(st);
     t.join().unwrap();
 }
+
+#[test]
+fn serve_client_answers_one_connected_socket() {
+    // `nbd::server::serve_client` on one end of a socket pair (a socket handed over by
+    // another program; the NBD fuzz target drives the server this way), the nbd crate's
+    // client on the other.
+    use imgcheck::nbd::{server::serve_client, ServeConfig};
+    use std::os::unix::net::UnixStream;
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("disk.raw");
+    make_pattern_raw(&img, 1024 * 1024, 23);
+    let file = std::fs::read(&img).unwrap();
+    let dev = imgcheck::image::open(&img, &Default::default()).unwrap();
+    let (server, mut client) = UnixStream::pair().unwrap();
+    let cfg = ServeConfig {
+        export_name: "disk".into(),
+        ..Default::default()
+    };
+    let t = std::thread::spawn(move || serve_client(server, dev, &cfg));
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let export = nbd::client::handshake(&mut client, b"disk").unwrap();
+    assert_eq!(export.size, file.len() as u64);
+    let mut c = nbd::client::NbdClient::new(&mut client, &export);
+    use std::io::{Seek, SeekFrom};
+    c.seek(SeekFrom::Start(512 * 1024 + 3)).unwrap();
+    let mut buf = vec![0u8; 100_000];
+    c.read_exact(&mut buf).unwrap();
+    assert_eq!(buf, &file[512 * 1024 + 3..512 * 1024 + 100_003]);
+    // the client hanging up (the nbd crate's client sends no NBD_CMD_DISC) ends the session
+    // without an error
+    drop(client);
+    t.join().unwrap().unwrap();
+}

@@ -500,7 +500,7 @@ impl Conn {
                     let n = (clen - 8) as u64;
                     let rel = off
                         .checked_sub(offset)
-                        .filter(|r| r + n <= len)
+                        .filter(|r| r.checked_add(n).is_some_and(|e| e <= len))
                         .ok_or_else(|| {
                             proto_err(format!("data chunk at {off}+{n} outside the request"))
                         })?;
@@ -516,7 +516,7 @@ impl Conn {
                     let n = read_u32(&mut self.r)? as u64;
                     let rel = off
                         .checked_sub(offset)
-                        .filter(|r| n > 0 && r + n <= len)
+                        .filter(|r| n > 0 && r.checked_add(n).is_some_and(|e| e <= len))
                         .ok_or_else(|| {
                             proto_err(format!("hole chunk at {off}+{n} outside the request"))
                         })?;
@@ -777,7 +777,7 @@ impl Storage for NbdStorage {
             } else {
                 // Unaligned: read whole minimum blocks around it and copy the part wanted.
                 let start = pos - pos % mb;
-                let want = want.min(start + max - pos);
+                let want = want.min(start.saturating_add(max) - pos);
                 let end = (pos + want).div_ceil(mb).saturating_mul(mb).min(size);
                 let mut tmp = vec![0u8; (end - start) as usize];
                 self.with_conn(|c| c.read(&self.info, &mut tmp, start))?;
@@ -817,7 +817,7 @@ impl Storage for NbdStorage {
             }
             let start = pos - pos % mb;
             let stop = end
-                .min(start + BLOCK_STATUS_SPAN)
+                .min(start.saturating_add(BLOCK_STATUS_SPAN))
                 .div_ceil(mb)
                 .saturating_mul(mb)
                 .min(size);

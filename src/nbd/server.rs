@@ -116,6 +116,22 @@ struct Export {
 }
 
 impl Export {
+    fn new(dev: &dyn BlockDevice, cfg: &ServeConfig) -> Export {
+        let granularity = dev.granularity().clamp(4096, 2 * 1024 * 1024);
+        let preferred_block = if granularity.is_power_of_two() {
+            granularity
+        } else {
+            granularity.next_power_of_two() / 2
+        } as u32;
+        Export {
+            name: cfg.export_name.clone(),
+            description: cfg.description.clone(),
+            size: dev.size(),
+            preferred_block,
+            workers: cfg.workers.clamp(1, 64),
+            max_clients: cfg.max_clients.max(1),
+        }
+    }
     fn matches(&self, name: &str) -> bool {
         name == self.name || name.is_empty()
     }
@@ -144,20 +160,7 @@ impl Server {
             Listen::Tcp(spec) => Listener::Tcp(bind_tcp(spec)?),
             Listen::Unix(path) => Listener::Unix(bind_unix(path)?, path.clone()),
         };
-        let granularity = dev.granularity().clamp(4096, 2 * 1024 * 1024);
-        let preferred_block = if granularity.is_power_of_two() {
-            granularity
-        } else {
-            granularity.next_power_of_two() / 2
-        } as u32;
-        let export = Arc::new(Export {
-            name: cfg.export_name.clone(),
-            description: cfg.description.clone(),
-            size: dev.size(),
-            preferred_block,
-            workers: cfg.workers.clamp(1, 64),
-            max_clients: cfg.max_clients.max(1),
-        });
+        let export = Arc::new(Export::new(dev.as_ref(), cfg));
         Ok(Server {
             listener,
             dev,
@@ -380,6 +383,22 @@ fn is_disconnect(e: &io::Error) -> bool {
 
 fn proto_err(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+/// Serve one already-connected client on `stream` (negotiation, then transmission until the
+/// client disconnects), on the calling thread. [`Server::run`] does this for every accepted
+/// connection; this entry point serves a socket handed over by another program (or a socket
+/// pair, as the NBD fuzz target does). A client that disconnects is not an error.
+pub fn serve_client(
+    stream: UnixStream,
+    dev: Arc<dyn BlockDevice>,
+    cfg: &ServeConfig,
+) -> io::Result<()> {
+    let export = Export::new(dev.as_ref(), cfg);
+    match serve_connection(Stream::Unix(stream), dev, &export) {
+        Err(e) if is_disconnect(&e) => Ok(()),
+        r => r,
+    }
 }
 
 /// What the client negotiated.
