@@ -14,7 +14,7 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use flate2::{Decompress, FlushDecompress, Status};
+use libdeflater::{DecompressionError, Decompressor};
 
 use self::cache::Lru;
 pub use self::header::Header;
@@ -485,7 +485,7 @@ impl Qcow2 {
         readahead: u64,
     ) -> Result<()> {
         struct State {
-            dec: Option<Decompress>,
+            dec: Option<Decompressor>,
             /// Image id and host offset of `window`.
             owner: u64,
             start: u64,
@@ -514,14 +514,7 @@ impl Qcow2 {
             }
             let at = (host - st.start) as usize;
             let input = &st.window[at..at + len];
-            let dec = &mut st.dec;
-            let dec = match dec {
-                Some(d) => {
-                    d.reset(false);
-                    d
-                }
-                None => dec.insert(Decompress::new(false)),
-            };
+            let dec = st.dec.get_or_insert_with(Decompressor::new);
             let bad = |what: String| {
                 Error::corrupt(
                     self.name_str(),
@@ -531,20 +524,25 @@ impl Qcow2 {
                     ),
                 )
             };
-            let status = dec
-                .decompress(input, out, FlushDecompress::Finish)
-                .map_err(|e| bad(format!("corrupted deflate stream ({e})")))?;
-            let produced = dec.total_out();
-            if produced != out.len() as u64 {
-                return Err(bad(format!(
-                    "inflates to {produced} bytes instead of a {}-byte cluster{}",
-                    out.len(),
-                    if status == Status::StreamEnd {
-                        ""
-                    } else {
-                        " (stream cut short)"
-                    }
-                )));
+            // One whole-buffer inflate: the stream ends inside `input` (the rest of its last
+            // sector is ignored) and must produce exactly one cluster.
+            match dec.deflate_decompress(input, out) {
+                Ok(n) if n == out.len() => {}
+                Ok(n) => {
+                    return Err(bad(format!(
+                        "inflates to {n} bytes instead of a {}-byte cluster",
+                        out.len()
+                    )))
+                }
+                Err(DecompressionError::InsufficientSpace) => {
+                    return Err(bad(format!(
+                        "inflates to more than a {}-byte cluster",
+                        out.len()
+                    )))
+                }
+                Err(DecompressionError::BadData) => {
+                    return Err(bad("corrupted or cut-short deflate stream".into()))
+                }
             }
             Ok(())
         })

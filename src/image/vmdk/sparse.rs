@@ -22,7 +22,7 @@
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
 
-use flate2::{Decompress, FlushDecompress, Status};
+use libdeflater::{DecompressionError, Decompressor};
 
 use crate::error::{Error, Result};
 use crate::image::storage::{read_exact_at, read_vec, Storage};
@@ -617,40 +617,26 @@ impl SparseExtent {
         let bad = |why: String| corrupt(s, format!("grain {gi} (file offset {off}): {why}"));
         INFLATER.with(|cell| {
             let mut slot = cell.borrow_mut();
-            let d = slot.get_or_insert_with(|| Decompress::new(true));
-            d.reset(true);
-            let status = d
-                .decompress(data, out, FlushDecompress::Finish)
-                .map_err(|e| bad(format!("corrupt deflate stream: {e}")))?;
-            let n = d.total_out() as usize;
-            if status != Status::StreamEnd {
-                if n < out.len() {
-                    return Err(bad("deflate stream is truncated".into()));
-                }
-                // Output is full: the stream must end here, with no more data.
-                let mut extra = [0u8; 1];
-                let used = d.total_in() as usize;
-                let st = d
-                    .decompress(&data[used..], &mut extra, FlushDecompress::Finish)
-                    .map_err(|e| bad(format!("corrupt deflate stream: {e}")))?;
-                if d.total_out() as usize > n {
-                    return Err(bad(format!(
-                        "inflates to more than one grain ({} bytes)",
-                        self.grain_bytes
-                    )));
-                }
-                if st != Status::StreamEnd {
-                    return Err(bad("deflate stream is truncated".into()));
-                }
+            let d = slot.get_or_insert_with(Decompressor::new);
+            // One whole-buffer inflate of the zlib stream (its Adler-32 checked); a grain may
+            // inflate to less than a grain (the last one), never to more.
+            match d.zlib_decompress(data, out) {
+                Ok(n) => Ok(n),
+                Err(DecompressionError::InsufficientSpace) => Err(bad(format!(
+                    "inflates to more than one grain ({} bytes)",
+                    self.grain_bytes
+                ))),
+                Err(DecompressionError::BadData) => Err(bad(
+                    "corrupt or truncated deflate stream (or a wrong Adler-32 checksum)".into(),
+                )),
             }
-            Ok(n)
         })
     }
 }
 
 thread_local! {
-    /// Per-thread inflater, reset for each grain (saves its allocation per grain).
-    static INFLATER: RefCell<Option<Decompress>> = const { RefCell::new(None) };
+    /// Per-thread inflater (libdeflate keeps no state between grains; this saves its allocation).
+    static INFLATER: RefCell<Option<Decompressor>> = const { RefCell::new(None) };
     /// Per-thread buffer for compressed grain data.
     static INFLATE_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
