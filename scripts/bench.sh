@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Benchmarks. Usage: scripts/bench.sh [convert|sources]   (BENCH_DIR=/var/tmp/imgcheck-bench, BENCH_GIB=2)
+# Benchmarks. Usage: scripts/bench.sh [convert|sources]   (BENCH_DIR=/var/tmp/imgcheck-bench, BENCH_GIB=2,
+# BENCH_ONLY=REGEX: only the cases whose "case source" matches, e.g. 'stream.*ntfs')
 #
 # convert: imgcheck convert against `qemu-img convert -m 8 -W` on the same sources, from the
 # page cache, timed with /usr/bin/time (wall seconds, peak RSS), `sync` before each run so no
@@ -113,6 +114,7 @@ ratio() { awk -v q="${1% *}" -v o="${2% *}" 'BEGIN{ if (o>0) printf "%.2f", q/o;
 case_row() {
     local n=$1 c=$2 s=$3 ext=$4 iargs=$5 qargs=$6 src=$7 D=$BENCH_DIR
     [ -f "$src" ] || return 0
+    if [ -n "${BENCH_ONLY:-}" ] && ! [[ "$c $s" =~ $BENCH_ONLY ]]; then return 0; fi
     if ! readable "$src"; then
         echo "| $c | $s | skipped: imgcheck cannot open $src |"
         return 0
@@ -153,6 +155,7 @@ bench_convert() {
         case_row 3 "qcow2(-c)->vhd" "$s" vhd "-O vpc" "-O vpc" "$D/$s.c.qcow2"
         case_row 3 "qcow2->vhd" "$s" vhd "-O vpc" "-O vpc" "$D/$s.qcow2"
     done
+    [ -n "${BENCH_ONLY:-}" ] && { rm -f "$D"/o.* "$D"/q.* "$D/time.txt" "$D/err.txt"; return 0; }
     # memory bound: 16 workers on the compressing path
     if [ -f "$D/random.raw" ]; then
         o=$(run "$D/o.qcow2" "$IMG" convert -q -j 16 -c -O qcow2 "$D/random.raw" "$D/o.qcow2")
