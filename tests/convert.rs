@@ -797,8 +797,9 @@ fn overlay_is_flattened_with_allow_backing() {
         &s(&top),
         "5M",
     ]);
-    let o = Command::new("qemu-io")
-        .args([
+    run(
+        "qemu-io",
+        &[
             "-c",
             "write -P 0x99 64k 100k",
             "-c",
@@ -806,10 +807,8 @@ fn overlay_is_flattened_with_allow_backing() {
             "-c",
             "write -P 0x42 4095k 3k",
             &s(&top),
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        ],
+    );
 
     let refused = dir.path().join("refused.qcow2");
     let o = imgcheck(&["convert", "-O", "qcow2", &s(&top), &s(&refused)]);

@@ -23,9 +23,13 @@ fn open(name: &str, data: &[u8]) -> imgcheck::Result<Arc<dyn BlockDevice>> {
 
 /// The body of the container targets (qcow2, vhd, vmdk_sparse, vmdk_descriptor).
 fn container(data: &[u8]) {
-    let Ok(dev) = open("fuzz.img", data) else {
-        return;
-    };
+    if let Ok(dev) = open("fuzz.img", data) {
+        exercise(dev.as_ref());
+    }
+}
+
+/// What the container and NBD client targets do with an opened device (fuzz/common.rs).
+fn exercise(dev: &dyn BlockDevice) {
     let size = dev.size();
     let _ = dev.warnings();
     let mut buf = vec![0u8; 65536];
@@ -137,18 +141,7 @@ fn nbd_client(data: &[u8]) {
         ) {
             let ctx = OpenContext::new(OpenOptions::default(), Resolver::none());
             if let Ok(dev) = open_storage(Arc::new(st), &ctx) {
-                let size = dev.size();
-                let mut buf = vec![0u8; 65536];
-                for off in [
-                    0,
-                    size / 2,
-                    size.saturating_sub(4096),
-                    size.saturating_sub(1),
-                ] {
-                    let len = (size - off.min(size)).min(buf.len() as u64) as usize;
-                    let _ = dev.read_at(&mut buf[..len], off);
-                }
-                let _ = dev.map(0, size.min(1 << 30));
+                exercise(dev.as_ref());
             }
         }
     }
