@@ -93,49 +93,19 @@ fn bcd(data: &[u8]) {
     }
 }
 
+#[path = "../fuzz/fuzz_targets/nbd_fake_server.rs"]
+mod nbd_fake_server;
+
 /// The body of the nbd_client target: a thread plays an NBD server that sends `data` on every
-/// connection (up to 4); the client connects, detects the format and reads and maps it.
+/// connection; the client connects, detects the format and reads and maps it.
 fn nbd_client(data: &[u8]) {
-    use std::io::{Read, Write};
-    use std::net::Shutdown;
-    use std::os::unix::net::UnixListener;
-    use std::sync::atomic::AtomicBool;
     let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("nbd.sock");
-    let listener = UnixListener::bind(&sock).unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let (input, stop2) = (data.to_vec(), stop.clone());
-    let server = std::thread::spawn(move || {
-        let mut conns = Vec::new();
-        while !stop2.load(Ordering::SeqCst) && conns.len() < 4 {
-            match listener.accept() {
-                Ok((s, _)) => {
-                    let input = input.clone();
-                    conns.push(std::thread::spawn(move || {
-                        s.set_nonblocking(false).unwrap();
-                        let mut w = s.try_clone().unwrap();
-                        let _ = w.write_all(&input);
-                        let _ = w.shutdown(Shutdown::Write);
-                        let mut r = s;
-                        let mut buf = [0u8; 65536];
-                        while matches!(r.read(&mut buf), Ok(n) if n > 0) {}
-                    }));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_micros(200))
-                }
-                Err(_) => break,
-            }
-        }
-        for c in conns {
-            let _ = c.join();
-        }
-    });
-    let text = format!("nbd+unix:///disk?socket={}", sock.display());
-    if let Ok(parsed) = imgcheck::nbd::uri::parse(&text) {
+    nbd_fake_server::with_fake_server(data, dir.path(), |text| {
+        let Ok(parsed) = imgcheck::nbd::uri::parse(text) else {
+            return;
+        };
         if let Ok(st) = imgcheck::nbd::client::NbdStorage::connect_with_timeout(
-            &text,
+            text,
             &parsed,
             Duration::from_secs(2),
         ) {
@@ -144,9 +114,7 @@ fn nbd_client(data: &[u8]) {
                 exercise(dev.as_ref());
             }
         }
-    }
-    stop.store(true, Ordering::SeqCst);
-    server.join().unwrap();
+    });
 }
 
 fn corpus(target: &str) -> Vec<PathBuf> {

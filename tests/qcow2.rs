@@ -429,25 +429,6 @@ fn make_base(dir: &Path, name: &str, size: &str) -> PathBuf {
     base
 }
 
-fn make_overlay(dir: &Path, name: &str, backing: &str, fmt: &str, opts: &str) -> PathBuf {
-    let img = dir.join(name);
-    let o = format!("backing_file={backing},backing_fmt={fmt}{opts}");
-    qemu_img(&["create", "-q", "-f", "qcow2", "-o", &o, &p(&img), "3M"]);
-    run(
-        "qemu-io",
-        &[
-            "-c",
-            "write -P 0x99 64k 100k",
-            "-c",
-            "write -z 1M 64k",
-            "-c",
-            "write -P 0x42 2047k 3k",
-            &p(&img),
-        ],
-    );
-    img
-}
-
 #[test]
 fn backing_file_refused_by_default_and_read_when_allowed() {
     if skip_without_qemu() {

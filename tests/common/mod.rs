@@ -248,3 +248,26 @@ pub fn check<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Val
         .find(|c| c["id"] == id)
         .unwrap_or_else(|| panic!("no check {id} in {report:#}"))
 }
+
+/// A 3 MiB qcow2 overlay `name` in `dir` on `backing` (format `fmt`; `opts` are appended to
+/// the `-o` options, e.g. ",extended_l2=on"), with data, a zero write and a write that
+/// crosses the 2 MiB mark (the end of a 2 MiB backing file) made by qemu-io.
+pub fn make_overlay(dir: &Path, name: &str, backing: &str, fmt: &str, opts: &str) -> PathBuf {
+    let img = dir.join(name);
+    let path = img.display().to_string();
+    let o = format!("backing_file={backing},backing_fmt={fmt}{opts}");
+    qemu_img(&["create", "-q", "-f", "qcow2", "-o", &o, &path, "3M"]);
+    run(
+        "qemu-io",
+        &[
+            "-c",
+            "write -P 0x99 64k 100k",
+            "-c",
+            "write -z 1M 64k",
+            "-c",
+            "write -P 0x42 2047k 3k",
+            &path,
+        ],
+    );
+    img
+}
