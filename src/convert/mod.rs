@@ -10,6 +10,7 @@
 //! the output is identical whatever the number of threads. Memory is bounded by
 //! `jobs × chunk buffers`, whatever the image size.
 
+pub mod deflate;
 pub mod output;
 pub mod pipeline;
 pub mod qcow2;

@@ -21,7 +21,7 @@
 //! Compressed clusters (`-c`) are raw deflate streams with a 4 KiB window (window bits −12,
 //! level 6 as qemu's default), which is what qemu's inflater accepts; a cluster whose
 //! compressed form is not smaller than the cluster is stored uncompressed, as qemu does.
-//! Clusters a cheap level-1 probe finds incompressible ([`pipeline::Deflater`]) are stored
+//! Clusters a cheap level-1 probe finds incompressible ([`super::deflate::Deflater`]) are stored
 //! without the level-6 attempt (random data would come out larger anyway). The L2 descriptor follows docs/interop/qcow2.txt: bit 62 set, the host byte offset in bits
 //! `0..x` and the number of additional 512-byte sectors in bits `x..62`, with
 //! `x = 62 - (cluster_bits - 8)`; each host cluster touched by those sectors gets one
@@ -303,7 +303,7 @@ pub fn write(
                 0
             }),
             kinds: Vec::with_capacity(clusters_per_chunk),
-            deflater: compress.then(|| pipeline::Deflater::qcow2(COMPRESSION_LEVEL)),
+            deflater: compress.then(|| super::deflate::Deflater::qcow2(COMPRESSION_LEVEL)),
         },
         |l: &mut Local, c: Chunk| {
             let n = c.len.div_ceil(cs) as usize;

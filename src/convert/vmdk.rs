@@ -45,7 +45,7 @@
 //!   `ddb.toolsVersion = "2147483647"`, no newline after the last line.
 //! - Differences: open-vmdk compresses at zlib level 9 by default; we use level 6 (zlib's
 //!   default, as qemu-img; the format does not record the level), and grains a level-1 probe
-//!   finds incompressible ([`super::pipeline::Deflater`]) are written as stored deflate blocks (a valid zlib stream,
+//!   finds incompressible ([`super::deflate::Deflater`]) are written as stored deflate blocks (a valid zlib stream,
 //!   about as large as what level 6 makes of random data, much faster). open-vmdk first writes the
 //!   header with a lower-case magic and fsyncs, then the real one; we get the same crash
 //!   safety from writing to a temporary file renamed into place.
@@ -349,7 +349,7 @@ pub fn write(
                 0
             }),
             kinds: Vec::with_capacity(grains_per_chunk),
-            deflater: stream.then(|| pipeline::Deflater::zlib(COMPRESSION_LEVEL)),
+            deflater: stream.then(|| super::deflate::Deflater::zlib(COMPRESSION_LEVEL)),
         },
         |l: &mut Local, c: Chunk| {
             let n = c.len.div_ceil(GRAIN) as usize;
