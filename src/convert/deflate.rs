@@ -38,8 +38,8 @@ enum Codec {
     },
     /// zlib streams with the normal 32 KiB window, for VMDK grains (libdeflate).
     Zlib {
-        main: libdeflater::Compressor,
-        stored: libdeflater::Compressor,
+        main: Box<libdeflater::Compressor>,
+        stored: Box<libdeflater::Compressor>,
     },
 }
 
@@ -65,8 +65,8 @@ fn entropy_bits(block: &[u8]) -> f64 {
     }
     let n = block.len() as f64;
     let mut sum = 0.0;
-    for i in 0..256 {
-        let c = counts[0][i] + counts[1][i] + counts[2][i] + counts[3][i];
+    for (((a, b), c), d) in counts[0].iter().zip(&counts[1]).zip(&counts[2]).zip(&counts[3]) {
+        let c = a + b + c + d;
         if c > 0 {
             let c = f64::from(c);
             sum += c * c.log2();
@@ -99,8 +99,8 @@ impl Deflater {
         };
         Deflater {
             codec: Codec::Zlib {
-                main: libdeflater::Compressor::new(lvl(level)),
-                stored: libdeflater::Compressor::new(lvl(0)),
+                main: Box::new(libdeflater::Compressor::new(lvl(level))),
+                stored: Box::new(libdeflater::Compressor::new(lvl(0))),
             },
         }
     }
