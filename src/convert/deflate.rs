@@ -33,8 +33,8 @@ pub struct Deflater {
 enum Codec {
     /// Raw deflate with a 4 KiB window, for qcow2 (zlib-rs: libdeflate has no window setting).
     Raw4k {
-        main: flate2::Compress,
-        stored: flate2::Compress,
+        main: Box<flate2::Compress>,
+        stored: Box<flate2::Compress>,
     },
     /// zlib streams with the normal 32 KiB window, for VMDK grains (libdeflate).
     Zlib {
@@ -65,7 +65,12 @@ fn entropy_bits(block: &[u8]) -> f64 {
     }
     let n = block.len() as f64;
     let mut sum = 0.0;
-    for (((a, b), c), d) in counts[0].iter().zip(&counts[1]).zip(&counts[2]).zip(&counts[3]) {
+    for (((a, b), c), d) in counts[0]
+        .iter()
+        .zip(&counts[1])
+        .zip(&counts[2])
+        .zip(&counts[3])
+    {
         let c = a + b + c + d;
         if c > 0 {
             let c = f64::from(c);
@@ -80,8 +85,13 @@ impl Deflater {
     /// qemu's driver writes and reads them (qemu inflates with window bits −12, so a wider window
     /// would make streams it rejects). zlib-rs at `level`.
     pub fn qcow2(level: u32) -> Self {
-        let raw12 =
-            |l: u32| flate2::Compress::new_with_window_bits(flate2::Compression::new(l), false, 12);
+        let raw12 = |l: u32| {
+            Box::new(flate2::Compress::new_with_window_bits(
+                flate2::Compression::new(l),
+                false,
+                12,
+            ))
+        };
         Deflater {
             codec: Codec::Raw4k {
                 main: raw12(level),
