@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::hive::Hive;
 use super::software;
-use super::system;
+use super::system::{self, ControlSet, Service};
 use crate::Result;
 
 /// A hypervisor guest-tools suite that conflicts with the target platform.
@@ -247,108 +247,12 @@ pub fn suite_of_application(display_name: &str) -> Option<Suite> {
 pub fn conflicts(system: &Hive, software: &Hive) -> Result<Vec<Conflict>> {
     let cs = system::require_control_set(system)?;
     let services = system::services(system, &cs)?;
-    let mut out = Vec::new();
-    for s in &services {
-        if let Some(suite) = suite_of_service(&s.name, s.image_path.as_deref()) {
-            out.push(Conflict {
-                suite,
-                suite_name: suite.as_str().into(),
-                kind: ConflictKind::Service,
-                name: s.name.clone(),
-                display_name: s.display_name.clone(),
-                version: None,
-                start: s.start,
-                enabled: s.enabled(),
-                registry_path: s.registry_path.clone(),
-                detail: Some(format!(
-                    "Start={} ({})",
-                    s.start
-                        .map(|v| v.to_string())
-                        .unwrap_or_else(|| "not set".into()),
-                    s.start_name
-                )),
-            });
-        }
-    }
-    let find_service = |n: &str| services.iter().find(|s| s.name.eq_ignore_ascii_case(n));
-    let mut filter = |suite: Suite, kind, driver: &str, path: String, detail: String| {
-        let svc = find_service(driver);
-        out.push(Conflict {
-            suite,
-            suite_name: suite.as_str().into(),
-            kind,
-            name: driver.to_string(),
-            display_name: svc.and_then(|s| s.display_name.clone()),
-            version: None,
-            start: svc.and_then(|s| s.start),
-            enabled: svc.map(|s| s.enabled()).unwrap_or(true),
-            registry_path: path,
-            detail: Some(match svc {
-                Some(s) => format!("{detail}; driver Start={}", s.start_name),
-                None => format!("{detail}; no service {driver} exists (a filter whose driver is missing stops what it filters)"),
-            }),
-        });
-    };
-    for c in system::class_filters(system, &cs)? {
-        for (list, vname) in [
-            (&c.upper_filters, "UpperFilters"),
-            (&c.lower_filters, "LowerFilters"),
-        ] {
+    let mut out: Vec<Conflict> = services.iter().filter_map(service_conflict).collect();
+    for site in filter_sites(system, &cs, &services)? {
+        for (list, vname) in [(&site.upper, "UpperFilters"), (&site.lower, "LowerFilters")] {
             for f in list {
-                let image = find_service(f).and_then(|s| s.image_path.as_deref());
-                if let Some(suite) = suite_of_service(f, image) {
-                    filter(
-                        suite,
-                        ConflictKind::ClassFilter,
-                        f,
-                        format!("{}\\{vname}", c.registry_path),
-                        format!(
-                            "{vname} of class {}{}",
-                            c.class_guid,
-                            c.class_name
-                                .as_deref()
-                                .map(|n| format!(" ({n})"))
-                                .unwrap_or_default()
-                        ),
-                    );
-                }
-            }
-        }
-    }
-    for d in system::device_filters(system, &cs)? {
-        for (list, vname) in [
-            (&d.upper_filters, "UpperFilters"),
-            (&d.lower_filters, "LowerFilters"),
-        ] {
-            for f in list {
-                let image = find_service(f).and_then(|x| x.image_path.as_deref());
-                if let Some(suite) = suite_of_service(f, image) {
-                    filter(
-                        suite,
-                        ConflictKind::DeviceFilter,
-                        f,
-                        format!("{}\\{vname}", d.registry_path),
-                        format!("{vname} of device {}", d.instance_id),
-                    );
-                }
-            }
-        }
-    }
-    for s in &services {
-        for (list, vname) in [
-            (&s.upper_filters, "UpperFilters"),
-            (&s.lower_filters, "LowerFilters"),
-        ] {
-            for f in list {
-                let image = find_service(f).and_then(|x| x.image_path.as_deref());
-                if let Some(suite) = suite_of_service(f, image) {
-                    filter(
-                        suite,
-                        ConflictKind::ServiceFilter,
-                        f,
-                        format!("{}\\{vname}", s.registry_path),
-                        format!("{vname} of service {}", s.name),
-                    );
+                if let Some(c) = filter_conflict(&services, &site, vname, f) {
+                    out.push(c);
                 }
             }
         }
@@ -375,4 +279,115 @@ pub fn conflicts(system: &Hive, software: &Hive) -> Result<Vec<Conflict>> {
         }
     }
     Ok(out)
+}
+
+/// A service of a conflicting suite.
+fn service_conflict(s: &Service) -> Option<Conflict> {
+    let suite = suite_of_service(&s.name, s.image_path.as_deref())?;
+    Some(Conflict {
+        suite,
+        suite_name: suite.as_str().into(),
+        kind: ConflictKind::Service,
+        name: s.name.clone(),
+        display_name: s.display_name.clone(),
+        version: None,
+        start: s.start,
+        enabled: s.enabled(),
+        registry_path: s.registry_path.clone(),
+        detail: Some(format!(
+            "Start={} ({})",
+            s.start
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "not set".into()),
+            s.start_name
+        )),
+    })
+}
+
+/// A key that can hold UpperFilters/LowerFilters: a device class, a device instance, a
+/// service.
+pub struct FilterSite {
+    pub kind: ConflictKind,
+    /// The key's registry path.
+    pub registry_path: String,
+    /// What the key is, for messages: "class {GUID} (DiskDrive)", "device ...", "service ...".
+    pub owner: String,
+    pub upper: Vec<String>,
+    pub lower: Vec<String>,
+}
+
+/// Every class, device instance and service key with filters.
+pub fn filter_sites(
+    system: &Hive,
+    cs: &ControlSet,
+    services: &[Service],
+) -> Result<Vec<FilterSite>> {
+    let mut out = Vec::new();
+    for c in system::class_filters(system, cs)? {
+        out.push(FilterSite {
+            kind: ConflictKind::ClassFilter,
+            owner: format!(
+                "class {}{}",
+                c.class_guid,
+                c.class_name
+                    .as_deref()
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default()
+            ),
+            registry_path: c.registry_path,
+            upper: c.upper_filters,
+            lower: c.lower_filters,
+        });
+    }
+    for d in system::device_filters(system, cs)? {
+        out.push(FilterSite {
+            kind: ConflictKind::DeviceFilter,
+            owner: format!("device {}", d.instance_id),
+            registry_path: d.registry_path,
+            upper: d.upper_filters,
+            lower: d.lower_filters,
+        });
+    }
+    for s in services {
+        out.push(FilterSite {
+            kind: ConflictKind::ServiceFilter,
+            owner: format!("service {}", s.name),
+            registry_path: s.registry_path.clone(),
+            upper: s.upper_filters.clone(),
+            lower: s.lower_filters.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// Filter `driver` in value `vname` of `site`, when it belongs to a conflicting suite.
+fn filter_conflict(
+    services: &[Service],
+    site: &FilterSite,
+    vname: &str,
+    driver: &str,
+) -> Option<Conflict> {
+    let svc = services
+        .iter()
+        .find(|s| s.name.eq_ignore_ascii_case(driver));
+    let suite = suite_of_service(driver, svc.and_then(|s| s.image_path.as_deref()))?;
+    let detail = format!("{vname} of {}", site.owner);
+    Some(Conflict {
+        suite,
+        suite_name: suite.as_str().into(),
+        kind: site.kind,
+        name: driver.to_string(),
+        display_name: svc.and_then(|s| s.display_name.clone()),
+        version: None,
+        start: svc.and_then(|s| s.start),
+        enabled: svc.map(|s| s.enabled()).unwrap_or(true),
+        registry_path: format!("{}\\{vname}", site.registry_path),
+        detail: Some(match svc {
+            Some(s) => format!("{detail}; driver Start={}", s.start_name),
+            None => format!(
+                "{detail}; no service {driver} exists (a filter whose driver is missing stops \
+                 what it filters)"
+            ),
+        }),
+    })
 }

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::hive::Hive;
 use super::software;
-use super::system::{self, StaticIp};
+use super::system::{self, ControlSet, StaticIp};
 use crate::Result;
 
 /// Kind of an extra warning.
@@ -47,15 +47,38 @@ pub struct ExtraWarning {
 pub fn extra_warnings(system: &Hive, software: &Hive) -> Result<Vec<ExtraWarning>> {
     let cs = system::require_control_set(system)?;
     let mut out = Vec::new();
-    let w = |kind, message: String, path: String, hive: &str, details: Vec<String>| ExtraWarning {
+    pending(system, software, &cs, &mut out)?;
+    power(system, &cs, &mut out)?;
+    network_and_clock(system, &cs, &mut out)?;
+    dirty_hives(system, software, &mut out);
+    Ok(out)
+}
+
+fn warning(
+    kind: WarningKind,
+    message: String,
+    registry_path: String,
+    hive: &str,
+    details: Vec<String>,
+) -> ExtraWarning {
+    ExtraWarning {
         kind,
         message,
-        registry_path: path,
+        registry_path,
         hive: hive.into(),
         details,
-    };
+    }
+}
+
+/// A pending reboot (CBS, Windows Update) and pending file renames.
+fn pending(
+    system: &Hive,
+    software: &Hive,
+    cs: &ControlSet,
+    out: &mut Vec<ExtraWarning>,
+) -> Result<()> {
     for p in software::pending_reboot_markers(software)? {
-        out.push(w(
+        out.push(warning(
             WarningKind::PendingReboot,
             format!("a reboot is pending ({p} exists): boot the VM once and shut it down cleanly before exporting"),
             p,
@@ -71,7 +94,7 @@ pub fn extra_warnings(system: &Hive, software: &Hive) -> Result<Vec<ExtraWarning
             let list = k.multi_sz(v).unwrap_or_default();
             let list: Vec<String> = list.into_iter().filter(|s| !s.is_empty()).collect();
             if !list.is_empty() {
-                out.push(w(
+                out.push(warning(
                     WarningKind::PendingFileRenames,
                     format!(
                         "{} file operations are pending until the next boot ({})",
@@ -85,9 +108,14 @@ pub fn extra_warnings(system: &Hive, software: &Hive) -> Result<Vec<ExtraWarning
             }
         }
     }
+    Ok(())
+}
+
+/// Fast Startup and hibernation.
+fn power(system: &Hive, cs: &ControlSet, out: &mut Vec<ExtraWarning>) -> Result<()> {
     if let Some(k) = system.key(&format!("{}\\Control\\Session Manager\\Power", cs.name))? {
         if k.dword("HiberbootEnabled").is_some_and(|v| v != 0) {
-            out.push(w(
+            out.push(warning(
                 WarningKind::FastStartup,
                 "Fast Startup is enabled (HiberbootEnabled=1): a shutdown leaves a hibernated kernel and a dirty NTFS; disable it (powercfg /h off) and shut down again".into(),
                 k.value_path("HiberbootEnabled"),
@@ -98,7 +126,7 @@ pub fn extra_warnings(system: &Hive, software: &Hive) -> Result<Vec<ExtraWarning
     }
     if let Some(k) = system.key(&format!("{}\\Control\\Power", cs.name))? {
         if k.dword("HibernateEnabled").is_some_and(|v| v != 0) {
-            out.push(w(
+            out.push(warning(
                 WarningKind::Hibernation,
                 "hibernation is enabled (HibernateEnabled=1): hiberfil.sys wastes space and a resumed image does not boot on new hardware; powercfg /h off".into(),
                 k.value_path("HibernateEnabled"),
@@ -107,8 +135,13 @@ pub fn extra_warnings(system: &Hive, software: &Hive) -> Result<Vec<ExtraWarning
             ));
         }
     }
-    for ip in system::static_ips(system, &cs)? {
-        out.push(w(
+    Ok(())
+}
+
+/// Static IP addresses and RealTimeIsUniversal.
+fn network_and_clock(system: &Hive, cs: &ControlSet, out: &mut Vec<ExtraWarning>) -> Result<()> {
+    for ip in system::static_ips(system, cs)? {
+        out.push(warning(
             WarningKind::StaticIp,
             format!(
                 "interface {} has static address(es) {}: they are lost when the NIC becomes Virtio; switch to DHCP or note them",
@@ -124,7 +157,7 @@ pub fn extra_warnings(system: &Hive, software: &Hive) -> Result<Vec<ExtraWarning
         if k.dword("RealTimeIsUniversal").is_some_and(|v| v != 0)
             || k.qword("RealTimeIsUniversal").is_some_and(|v| v != 0)
         {
-            out.push(w(
+            out.push(warning(
                 WarningKind::RealTimeIsUniversal,
                 "RealTimeIsUniversal=1: Windows reads the hardware clock as UTC; the clock will be off if the platform keeps it in local time".into(),
                 k.value_path("RealTimeIsUniversal"),
@@ -133,10 +166,15 @@ pub fn extra_warnings(system: &Hive, software: &Hive) -> Result<Vec<ExtraWarning
             ));
         }
     }
+    Ok(())
+}
+
+/// Dirty hives whose transaction logs were not replayed.
+fn dirty_hives(system: &Hive, software: &Hive, out: &mut Vec<ExtraWarning>) {
     for (hive, label) in [(system, "SYSTEM"), (software, "SOFTWARE")] {
         let r = hive.replay();
         if r.dirty && !r.logs_applied {
-            out.push(w(
+            out.push(warning(
                 WarningKind::DirtyHiveNotReplayed,
                 format!(
                     "the {label} hive is dirty (sequence numbers {} and {}) and {}: the last changes may be missing",
@@ -150,7 +188,6 @@ pub fn extra_warnings(system: &Hive, software: &Hive) -> Result<Vec<ExtraWarning
             ));
         }
     }
-    Ok(out)
 }
 
 fn static_ip_details(ip: &StaticIp) -> Vec<String> {
