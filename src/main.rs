@@ -11,9 +11,9 @@ use std::io::{IsTerminal, Write};
 
 use imgcheck::checks::{Policy, VerifyOptions};
 use imgcheck::convert::{self, ConvertOptions, OutputFormat};
+use imgcheck::fs;
 use imgcheck::image::{self, ImageInfo, OpenOptions};
 use imgcheck::report;
-use imgcheck::{disk, fs};
 
 /// Exit status when every check passed.
 const EXIT_OK: u8 = 0;
@@ -274,11 +274,7 @@ fn open_volume(image: &str, open: &OpenArgs, partition: Option<u32>) -> Result<f
     for w in dev.warnings() {
         eprintln!("imgcheck: warning: {w}");
     }
-    let table = disk::analyze(&dev)?;
-    Ok(match partition {
-        Some(n) => fs::open_index(&dev, &table, n)?,
-        None => imgcheck::guest::default_volume(&dev, &table)?,
-    })
+    Ok(imgcheck::guest::Disk::open(dev)?.into_volume(partition)?)
 }
 
 /// `-o key=value,key2=value2` (repeatable) into pairs; a bare key means "on".

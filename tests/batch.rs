@@ -246,12 +246,12 @@ for suite in xml:
     let cases: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
     assert_eq!(
         cases.len(),
-        paths.len() * 8,
+        paths.len() * imgcheck::checks::CHECK_IDS.len(),
         "one testcase per image and check"
     );
     for p in &paths {
         let mine: Vec<&Vec<&str>> = cases.iter().filter(|c| c[0] == p).collect();
-        assert_eq!(mine.len(), 8, "{p}");
+        assert_eq!(mine.len(), imgcheck::checks::CHECK_IDS.len(), "{p}");
         let failed = mine.iter().any(|c| c[2].contains("Failure"));
         let errored = mine.iter().any(|c| c[2].contains("Error"));
         match expected_verdict(p) {

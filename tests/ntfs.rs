@@ -555,11 +555,11 @@ fn default_partition_is_the_windows_one() {
     );
 
     let dev = open_dev(&disk);
-    let t = disk::analyze(&dev).unwrap();
-    let win = imgcheck::guest::find_windows(&dev, &t).unwrap();
+    let ctx = imgcheck::guest::Disk::open(dev).unwrap();
+    let win = ctx.windows().unwrap();
     assert_eq!(win.partition_index(), Some(2));
     assert_eq!(win.label(), Some("Windows"));
-    let scan = imgcheck::guest::scan(&dev, &t);
+    let scan = ctx.scan();
     assert_eq!(scan.len(), 2);
     assert_eq!((scan[0].index, scan[0].windows), (1, false));
     assert_eq!((scan[1].index, scan[1].windows), (2, true));
