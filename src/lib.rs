@@ -21,6 +21,7 @@ pub mod fs;
 pub mod guest;
 pub mod image;
 pub mod nbd;
+pub mod repair;
 pub mod report;
 pub mod windows;
 
