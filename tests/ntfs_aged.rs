@@ -533,3 +533,49 @@ fn hostile_attribute_lists_are_errors_not_panics() {
         assert!(!err.contains("panicked"), "{what}: {err}");
     }
 }
+
+/// `Volume::data_extents` (used by offline repair to rewrite a hive in place) names the disk
+/// ranges that hold a fragmented file: reading those ranges straight from the volume image gives
+/// the file's bytes exactly, and files whose data is not in clusters are refused.
+#[test]
+fn data_extents_of_a_fragmented_file_hold_its_bytes() {
+    if !need_tools() {
+        return;
+    }
+    use std::io::{Read, Seek, SeekFrom};
+    let td = tempfile::tempdir().unwrap();
+    let data = random(3_000_000, 7);
+    std::fs::write(td.path().join("big.bin"), &data).unwrap();
+    std::fs::write(td.path().join("tiny.txt"), b"resident").unwrap();
+    let vol = volume(
+        td.path(),
+        "ext.img",
+        32,
+        4096,
+        "F\t/Windows/big.bin\t{dir}/big.bin\t/Windows/filler.bin\t4096\n\
+         f\t/tiny.txt\t{dir}/tiny.txt\n",
+    );
+    let dev = imgcheck::image::open(&vol, &Default::default()).unwrap();
+    let len = dev.size();
+    let v = imgcheck::fs::Volume::open(&dev, 0, len).unwrap();
+    let ext = v.data_extents("/Windows/big.bin").unwrap();
+    assert_eq!(ext.size, data.len() as u64);
+    assert!(
+        ext.extents.len() > 50,
+        "not fragmented: {} extents",
+        ext.extents.len()
+    );
+    let mut f = std::fs::File::open(&vol).unwrap();
+    let mut got = Vec::new();
+    for &(off, l) in &ext.extents {
+        let mut b = vec![0u8; l as usize];
+        f.seek(SeekFrom::Start(off)).unwrap();
+        f.read_exact(&mut b).unwrap();
+        got.extend_from_slice(&b);
+    }
+    assert!(got == data, "the extents do not hold the file's bytes");
+    let err = v.data_extents("/tiny.txt").unwrap_err().to_string();
+    assert!(err.contains("inside its MFT record"), "{err}");
+    let err = v.data_extents("/Windows").unwrap_err().to_string();
+    assert!(err.contains("is a directory"), "{err}");
+}

@@ -16,6 +16,7 @@
 //! [`crate::guest`].
 
 pub mod budget;
+pub mod extents;
 pub mod index;
 pub mod probe;
 pub mod read;
@@ -24,6 +25,7 @@ pub mod volume;
 pub use budget::{
     DEFAULT_READ_CAP, MAX_DIR_ENTRIES, MAX_PATH_DEPTH, MAX_RECORD_SIZE, METADATA_BUDGET,
 };
+pub use extents::FileExtents;
 pub use index::{is_not_found, split_path, DirEntry};
 pub use probe::{probe, FsKind};
 pub use read::{hibernation, Hibernation, Stat};

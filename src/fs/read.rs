@@ -340,13 +340,13 @@ impl Volume {
 
 /// What [`Volume::data_facts`] learns about the unnamed data stream.
 pub(super) struct DataFacts {
-    present: bool,
+    pub(super) present: bool,
     pub(super) size: u64,
-    initialized: u64,
-    flags: NtfsAttributeFlags,
-    resident: bool,
+    pub(super) initialized: u64,
+    pub(super) flags: NtfsAttributeFlags,
+    pub(super) resident: bool,
     position: Option<u64>,
-    reparse_tag: Option<u32>,
+    pub(super) reparse_tag: Option<u32>,
 }
 
 impl Default for DataFacts {
