@@ -8,7 +8,6 @@
 //! - file data that the crate would return wrongly is refused: NTFS-compressed and EFS-encrypted
 //!   streams, reparse points (WOF/CompactOS compression, deduplication, links), and bytes past an
 //!   attribute's initialized size (valid data length) are returned as zeros as NTFS defines;
-//! - records of an `$MFT` that itself has an attribute list are reported, not misread;
 //! - errors name the image, the partition and the record or path that failed.
 //!
 //! One file per concern: [`probe`] (what a partition holds), [`budget`] (read budgets and

@@ -10,7 +10,7 @@ use std::io::{Read, Seek};
 use std::sync::Arc;
 
 use ntfs::structured_values::NtfsVolumeFlags;
-use ntfs::{Ntfs, NtfsAttributeType, NtfsError, NtfsFile};
+use ntfs::{Ntfs, NtfsError, NtfsFile};
 use serde::Serialize;
 
 use super::budget::{guard, map_err, Budgeted, MAX_RECORD_SIZE, METADATA_BUDGET};
@@ -52,8 +52,6 @@ pub struct Volume {
     pub(super) len: u64,
     pub(super) partition: Option<u32>,
     pub(super) ntfs: Ntfs,
-    /// When the $MFT has an attribute list: how many records its first extent covers.
-    pub(super) mft_reachable: Option<u64>,
     pub(super) info: VolumeInfo,
 }
 
@@ -264,7 +262,6 @@ impl Volume {
             len,
             partition,
             ntfs,
-            mft_reachable: None,
             info: VolumeInfo {
                 label: None,
                 serial: 0,
@@ -349,45 +346,14 @@ impl Volume {
         map_err(&self.name, what, e, budget)
     }
 
-    /// $MFT record 0: readable, and whether its data needs an attribute list.
+    /// $MFT record 0 must be readable: every other record is found through it. (An $MFT whose
+    /// own data needs an attribute list is read through its extension records by the patched
+    /// ntfs crate, vendor/ntfs/PATCHES.md.)
     fn check_mft(&mut self) -> Result<()> {
         let mut fs = self.reader(METADATA_BUDGET);
         let what = "reading the $MFT's own record (MFT record 0)";
-        let ntfs = &self.ntfs;
-        let name = &self.name;
-        let reachable = guard(
-            name,
-            what,
-            || -> std::result::Result<Option<u64>, NtfsError> {
-                let mft = ntfs.file(&mut fs, 0)?;
-                let mut has_list = false;
-                let mut covered = 0u64;
-                for a in mft.attributes_raw() {
-                    let a = a?;
-                    match a.ty() {
-                        Ok(NtfsAttributeType::AttributeList) => has_list = true,
-                        Ok(NtfsAttributeType::Data) if !a.is_resident() && a.name()?.is_empty() => {
-                            if let ntfs::attribute_value::NtfsAttributeValue::NonResident(v) =
-                                a.value(&mut fs)?
-                            {
-                                for run in v.data_runs().take(1 << 20) {
-                                    covered = covered.saturating_add(run?.allocated_size());
-                                }
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                Ok(if has_list {
-                    Some(covered / ntfs.file_record_size() as u64)
-                } else {
-                    None
-                })
-            },
-        )?
-        .map_err(|e| map_err(name, what, e, METADATA_BUDGET))?;
-        self.mft_reachable = reachable;
-        Ok(())
+        guard(&self.name, what, || self.ntfs.file(&mut fs, 0).map(|_| ()))?
+            .map_err(|e| map_err(&self.name, what, e, METADATA_BUDGET))
     }
 
     fn read_info(&self) -> Result<VolumeInfo> {
@@ -424,18 +390,6 @@ impl Volume {
         n: u64,
         path: &str,
     ) -> Result<NtfsFile<'n>> {
-        if let Some(limit) = self.mft_reachable {
-            if n >= limit {
-                return Err(Error::unsupported(
-                    &self.name,
-                    format!(
-                        "{path}: MFT record {n} lies in a part of the $MFT that is described by an \
-                         attribute list (a heavily fragmented $MFT); only records below {limit} can \
-                         be read"
-                    ),
-                ));
-            }
-        }
         let what = format!("reading {path} (MFT record {n})");
         guard(&self.name, &what, || self.ntfs.file(fs, n))?
             .map_err(|e| self.err(&what, e, METADATA_BUDGET))
