@@ -435,26 +435,35 @@ fn run(cli: Cli) -> Result<u8> {
                     image::storage::file_bytes_read()
                 );
             }
-            let mut out = std::io::stdout().lock();
-            match format {
-                VerifyFormat::Text => {
-                    for r in &reports {
-                        writeln!(out, "{}", report::text::render(r, style))?;
+            let status = report::exit_status(&reports);
+            let write = || -> std::io::Result<()> {
+                let mut out = std::io::stdout().lock();
+                match format {
+                    VerifyFormat::Text => {
+                        for r in &reports {
+                            writeln!(out, "{}", report::text::render(r, style))?;
+                        }
+                        if reports.len() > 1 {
+                            write!(out, "{}", report::text::summary(&reports, style))?;
+                        }
                     }
-                    if reports.len() > 1 {
-                        write!(out, "{}", report::text::summary(&reports, style))?;
-                    }
+                    VerifyFormat::Json => writeln!(out, "{}", report::json(&reports))?,
+                    VerifyFormat::Jsonl => {}
+                    VerifyFormat::Junit => write!(out, "{}", report::junit::render(&reports))?,
+                    VerifyFormat::Html => write!(
+                        out,
+                        "{}",
+                        report::html::render(&reports, "imgcheck verify report")
+                    )?,
                 }
-                VerifyFormat::Json => writeln!(out, "{}", report::json(&reports))?,
-                VerifyFormat::Jsonl => {}
-                VerifyFormat::Junit => write!(out, "{}", report::junit::render(&reports))?,
-                VerifyFormat::Html => write!(
-                    out,
-                    "{}",
-                    report::html::render(&reports, "imgcheck verify report")
-                )?,
+                out.flush()
+            };
+            match write() {
+                // A reader that stopped early (`verify DIR | head -1`) does not change the
+                // verdict: the exit status is still the images' (never 0 when one failed).
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(status),
+                r => r.map(|()| status).map_err(Into::into),
             }
-            Ok(report::exit_status(&reports))
         }
         Command::Inspect {
             format,

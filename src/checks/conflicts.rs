@@ -13,7 +13,13 @@ fn describe_conflict(c: &Conflict) -> String {
     if let Some(d) = &c.detail {
         s.push_str(&format!(" ({d})"));
     }
-    s.push_str(if c.enabled { ", enabled" } else { ", disabled" });
+    s.push_str(if c.enabled {
+        ", enabled"
+    } else if c.remnant {
+        ", a remnant"
+    } else {
+        ", disabled"
+    });
     s
 }
 
@@ -49,8 +55,13 @@ pub fn run(disk: &Disk) -> Result<CheckResult, CheckError> {
         CheckResult::warn(
             id,
             format!(
-                "leftovers of {} are present but disabled ({})",
+                "leftovers of {} are present but disabled{} ({})",
                 suites.join(", "),
+                if found.iter().any(|c| c.remnant) {
+                    " or left as remnant keys Windows cannot start (no Type, Start or ImagePath)"
+                } else {
+                    ""
+                },
                 names.join(", ")
             ),
             hint,

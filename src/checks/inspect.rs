@@ -9,7 +9,7 @@ use crate::fs::Volume;
 use crate::guest::{Disk, FoundBcd, Registry};
 use crate::image::{self, Format, OpenOptions};
 use crate::windows::analysis::{
-    self, CloudbaseStatus, Conflict, ExtraWarning, OsInfo, VirtioStatus,
+    self, CloudbaseStatus, Conflict, ExtraWarning, OsInfo, StorageFilters, VirtioStatus,
 };
 use crate::windows::bcd::BcdInfo;
 
@@ -27,6 +27,8 @@ pub struct InspectReport {
     pub os: Option<OsInfo>,
     pub boot: Option<BootInfo>,
     pub virtio: Option<VirtioStatus>,
+    /// The storage class filters on the boot path and whether each loads.
+    pub storage_filters: Option<StorageFilters>,
     pub cloudbase_init: Option<CloudbaseStatus>,
     pub conflicts: Vec<Conflict>,
     pub warnings: Vec<ExtraWarning>,
@@ -57,6 +59,7 @@ pub fn inspect(spec: &str, options: &OpenOptions) -> Result<InspectReport> {
         os: None,
         boot: None,
         virtio: None,
+        storage_filters: None,
         cloudbase_init: None,
         conflicts: Vec::new(),
         warnings: Vec::new(),
@@ -112,6 +115,11 @@ fn analyse(report: &mut InspectReport, errors: &mut Vec<String>, win: &Volume, r
     };
     note(analysis::os_identity(system, software).map(|v| report.os = Some(v)));
     note(analysis::virtio_storage(system, software, &exists).map(|v| report.virtio = Some(v)));
+    let exists_or_err = |p: &str| win.exists(p);
+    note(
+        analysis::storage_filters(system, software, &exists_or_err)
+            .map(|v| report.storage_filters = Some(v)),
+    );
     note(analysis::cloudbase_init(system, software).map(|v| report.cloudbase_init = Some(v)));
     note(analysis::conflicts(system, software).map(|v| report.conflicts = v));
     note(analysis::extra_warnings(system, software).map(|v| report.warnings = v));

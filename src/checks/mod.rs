@@ -20,6 +20,7 @@ pub mod layout;
 pub mod os;
 pub mod partition_table;
 pub mod policy;
+pub mod storage_filters;
 pub mod system_state;
 pub mod table;
 pub mod verify;
@@ -147,6 +148,10 @@ impl CheckResult {
             evidence: Vec::new(),
         }
     }
+    /// Whether this result fails the run: a failure, or a warning when `strict`.
+    pub fn fails_run(&self, strict: bool) -> bool {
+        self.status == Status::Fail || (strict && self.status == Status::Warn)
+    }
     /// Add a piece of evidence.
     pub fn with_evidence(mut self, e: impl Into<String>) -> Self {
         self.evidence.push(e.into());
@@ -178,10 +183,7 @@ impl Verdict {
 
 /// Verdict from a list of results (warnings do not fail unless `strict`).
 pub fn verdict_of(checks: &[CheckResult], strict: bool) -> Verdict {
-    let failed = checks
-        .iter()
-        .any(|c| c.status == Status::Fail || (strict && c.status == Status::Warn));
-    if failed {
+    if checks.iter().any(|c| c.fails_run(strict)) {
         Verdict::Fail
     } else {
         Verdict::Pass

@@ -10,7 +10,7 @@
 
 use super::{
     boot_firmware, cloudbase_init, conflicts, first_partition, image_format, partition_table,
-    system_state, virtio, CheckError, CheckResult,
+    storage_filters, system_state, virtio, CheckError, CheckResult,
 };
 use crate::guest::Disk;
 
@@ -38,12 +38,13 @@ pub struct Check {
 }
 
 /// Every check, in the order they run and are reported.
-pub const CHECKS: [Check; 8] = [
+pub const CHECKS: [Check; 9] = [
     check(image_format::ID, Needs::Image, image_format::run),
     check(partition_table::ID, Needs::Disk, partition_table::run),
     check(first_partition::ID, Needs::Table, first_partition::run),
     check(boot_firmware::ID, Needs::Table, boot_firmware::run),
     check(virtio::ID, Needs::Registry, virtio::run),
+    check(storage_filters::ID, Needs::Registry, storage_filters::run),
     check(cloudbase_init::ID, Needs::Registry, cloudbase_init::run),
     check(conflicts::ID, Needs::Registry, conflicts::run),
     check(system_state::ID, Needs::Registry, system_state::run),

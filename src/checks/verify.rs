@@ -28,6 +28,10 @@ pub struct ImageReport {
     pub subformat: Option<String>,
     pub virtual_size: Option<u64>,
     pub verdict: Verdict,
+    /// `--strict` (or a strict policy): warnings fail the run, and every report shows them as
+    /// failures.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub strict: bool,
     pub checks: Vec<CheckResult>,
     /// Identity of the Windows installation found (product, version, host name, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -41,11 +45,9 @@ pub struct ImageReport {
 }
 
 impl ImageReport {
-    /// Results of checks that failed.
+    /// Results of checks that fail the run: failures, and warnings when strict.
     pub fn failed(&self) -> impl Iterator<Item = &CheckResult> {
-        self.checks
-            .iter()
-            .filter(|c| c.status == super::Status::Fail)
+        self.checks.iter().filter(|c| c.fails_run(self.strict))
     }
 }
 
@@ -71,14 +73,15 @@ pub fn hint_for_error(e: &crate::Error) -> &'static str {
 pub fn verify(spec: &str, opts: &VerifyOptions) -> ImageReport {
     let dev = match image::open_spec(spec, &opts.open) {
         Ok(d) => d,
-        Err(e) => return unreadable(spec, &e),
+        Err(e) => return unreadable(spec, &e, opts.policy.strict),
     };
     let disk = Disk::new(dev.clone());
+    let strict = opts.policy.strict;
     let checks: Vec<CheckResult> = CHECKS
         .iter()
         .map(|c| opts.policy.apply(c.run_on(&disk)))
         .collect();
-    let verdict = verdict_of(&checks, opts.policy.strict);
+    let verdict = verdict_of(&checks, strict);
     let layout = allocation_bins(dev.as_ref(), ALLOCATION_BINS)
         .ok()
         .map(|allocation| Layout {
@@ -91,6 +94,7 @@ pub fn verify(spec: &str, opts: &VerifyOptions) -> ImageReport {
         subformat: dev.subformat(),
         virtual_size: Some(dev.size()),
         verdict,
+        strict,
         checks,
         os: OsSummary::of_disk(&disk),
         layout,
@@ -100,7 +104,7 @@ pub fn verify(spec: &str, opts: &VerifyOptions) -> ImageReport {
 
 /// The report for an image that could not be opened: `image.format` says why, every other
 /// check is skipped.
-fn unreadable(spec: &str, e: &crate::Error) -> ImageReport {
+fn unreadable(spec: &str, e: &crate::Error, strict: bool) -> ImageReport {
     let msg = e.to_string();
     let checks = CHECKS
         .iter()
@@ -115,6 +119,7 @@ fn unreadable(spec: &str, e: &crate::Error) -> ImageReport {
         subformat: None,
         virtual_size: None,
         verdict: Verdict::Error,
+        strict,
         checks,
         os: None,
         layout: None,

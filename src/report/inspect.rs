@@ -120,6 +120,22 @@ fn boot_and_drivers(out: &mut String, r: &InspectReport) {
             }
         );
     }
+    if let Some(f) = &r.storage_filters {
+        let broken: Vec<String> = f
+            .broken()
+            .map(|b| format!("{} {} {}", b.class_name, b.value, b.filter))
+            .collect();
+        let _ = writeln!(
+            out,
+            "\nStorage class filters: {} set, {}",
+            f.filters.len(),
+            if broken.is_empty() {
+                "all load".to_string()
+            } else {
+                format!("broken: {}", broken.join(", "))
+            }
+        );
+    }
     if let Some(c) = &r.cloudbase_init {
         let _ = writeln!(
             out,

@@ -93,12 +93,7 @@ pub fn summary(reports: &[ImageReport], style: Style) -> String {
     let rows: Vec<[String; 5]> = reports
         .iter()
         .map(|r| {
-            let failed: Vec<&str> = r
-                .checks
-                .iter()
-                .filter(|c| c.status == Status::Fail)
-                .map(|c| c.id.as_str())
-                .collect();
+            let failed: Vec<&str> = r.failed().map(|c| c.id.as_str()).collect();
             [
                 r.image.clone(),
                 r.format

@@ -14,6 +14,7 @@ use super::hive::Hive;
 pub use super::os_identity::{os_identity, OsInfo, ServiceSummary};
 pub use super::paths::{driver_file_path, windows_dir};
 pub use super::software::is_win8_or_later;
+pub use super::storage_filters::{storage_filters, ClassFilter, FilterProblem, StorageFilters};
 pub use super::system_state::{extra_warnings, ExtraWarning, WarningKind};
 pub use super::virtio::{
     virtio_storage, NetkvmStatus, VirtioBinding, VirtioDriver, VirtioState, VirtioStatus,

@@ -62,10 +62,13 @@ pub struct Conflict {
     pub display_name: Option<String>,
     pub version: Option<String>,
     pub start: Option<u32>,
-    /// Enabled: a service with Start != 4; a filter whose driver is enabled or has no service
-    /// (a dangling filter breaks the whole device class); an Uninstall entry unless every
-    /// service of its suite that exists is disabled.
+    /// Enabled: a service with Start != 4 that is not a remnant; a filter whose driver is
+    /// enabled or has no service (a dangling filter breaks the whole device class); an
+    /// Uninstall entry unless every service of its suite that exists is disabled or a remnant.
     pub enabled: bool,
+    /// A service key an uninstaller left behind, with none of Type, Start and ImagePath:
+    /// nothing Windows can start, so a leftover (warning), not an enabled conflict.
+    pub remnant: bool,
     /// The registry path that proves it (a key, or a value `Key\ValueName`).
     pub registry_path: String,
     /// Extra words for the message (e.g. which class, "service missing").
@@ -273,6 +276,7 @@ pub fn conflicts(system: &Hive, software: &Hive) -> Result<Vec<Conflict>> {
                 version: a.version.clone(),
                 start: None,
                 enabled,
+                remnant: false,
                 registry_path: a.registry_path.clone(),
                 detail: a.publisher.clone().map(|p| format!("publisher {p}")),
             });
@@ -284,6 +288,26 @@ pub fn conflicts(system: &Hive, software: &Hive) -> Result<Vec<Conflict>> {
 /// A service of a conflicting suite.
 fn service_conflict(s: &Service) -> Option<Conflict> {
     let suite = suite_of_service(&s.name, s.image_path.as_deref())?;
+    let remnant = s.is_remnant();
+    let detail = if remnant {
+        let names: Vec<&str> = s.values.iter().map(String::as_str).collect();
+        format!(
+            "a remnant: no Type, Start or ImagePath{}",
+            if names.is_empty() {
+                String::new()
+            } else {
+                format!(", only {}", names.join(", "))
+            }
+        )
+    } else {
+        format!(
+            "Start={} ({})",
+            s.start
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "not set".into()),
+            s.start_name
+        )
+    };
     Some(Conflict {
         suite,
         suite_name: suite.as_str().into(),
@@ -292,15 +316,10 @@ fn service_conflict(s: &Service) -> Option<Conflict> {
         display_name: s.display_name.clone(),
         version: None,
         start: s.start,
-        enabled: s.enabled(),
+        enabled: s.enabled() && !remnant,
+        remnant,
         registry_path: s.registry_path.clone(),
-        detail: Some(format!(
-            "Start={} ({})",
-            s.start
-                .map(|v| v.to_string())
-                .unwrap_or_else(|| "not set".into()),
-            s.start_name
-        )),
+        detail: Some(detail),
     })
 }
 
@@ -381,6 +400,7 @@ fn filter_conflict(
         version: None,
         start: svc.and_then(|s| s.start),
         enabled: svc.map(|s| s.enabled()).unwrap_or(true),
+        remnant: false,
         registry_path: format!("{}\\{vname}", site.registry_path),
         detail: Some(match svc {
             Some(s) => format!("{detail}; driver Start={}", s.start_name),

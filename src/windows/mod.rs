@@ -7,7 +7,8 @@
 //! - [`software`]: facts read from SOFTWARE (version, applications, pending reboot);
 //! - [`bcd`]: the BCD store, boot manager, default loader, firmware;
 //! - one file per analysis a check or report is built on: [`os_identity`], [`virtio`],
-//!   [`cloudbase`], [`conflicts`], [`system_state`]; [`paths`] maps an ImagePath to a file;
+//!   [`storage_filters`], [`cloudbase`], [`conflicts`], [`system_state`]; [`paths`] maps an
+//!   ImagePath to a file;
 //! - [`analysis`]: all of them at once, and the names they are re-exported under.
 //!
 //! Analyses propagate every hive error with `?`: a key that cannot be read (a damaged hive)
@@ -22,6 +23,7 @@ pub mod hive;
 pub mod os_identity;
 pub mod paths;
 pub mod software;
+pub mod storage_filters;
 pub mod system;
 pub mod system_state;
 pub mod virtio;

@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::hive::Hive;
 use super::paths::driver_file_path;
 use super::software;
-use super::system::{self, ControlSet, Service};
+use super::system::{self, ControlSet, Service, StartOverride};
 use crate::Result;
 
 /// Verdict on the Virtio storage drivers, worst to best.
@@ -23,6 +23,8 @@ pub enum VirtioState {
     StagedNoService,
     /// The service exists but Start is not 0 (boot).
     NotBootStart,
+    /// Start is 0 but `StartOverride` overrides it: the driver does not load at boot.
+    StartOverridden,
     /// The service is boot-start but the file its ImagePath names is missing.
     MissingSys,
     /// The driver is installed but the Virtio PCI IDs are not bound to it.
@@ -37,6 +39,7 @@ impl VirtioState {
             VirtioState::NotInstalled => "not installed",
             VirtioState::StagedNoService => "staged in the driver store but no boot-start service",
             VirtioState::NotBootStart => "installed but not boot-start",
+            VirtioState::StartOverridden => "boot-start overridden by StartOverride",
             VirtioState::MissingSys => "service without its .sys",
             VirtioState::NotBound => "not bound to the Virtio PCI IDs",
             VirtioState::Ok => "ok",
@@ -69,6 +72,8 @@ pub struct VirtioDriver {
     /// The service key (path given even when absent, for messages).
     pub service_registry_path: String,
     pub service: Option<Service>,
+    /// The service's StartOverride key, when it has one.
+    pub start_override: Option<StartOverride>,
     /// ImagePath normalised relative to the Windows volume root.
     pub driver_file: Option<String>,
     pub driver_file_exists: Option<bool>,
@@ -207,10 +212,18 @@ pub fn virtio_storage(
             }
             None => (None, None),
         };
+        let start_override = match &service {
+            Some(s) => system::start_override(system, s)?,
+            None => None,
+        };
+        let overridden = start_override
+            .as_ref()
+            .is_some_and(|o| !o.disabling().is_empty());
         let state = match &service {
             None if staged.is_empty() => VirtioState::NotInstalled,
             None => VirtioState::StagedNoService,
             Some(s) if s.start != Some(0) => VirtioState::NotBootStart,
+            Some(_) if overridden => VirtioState::StartOverridden,
             Some(_) if exists == Some(false) => VirtioState::MissingSys,
             Some(_) if bindings.is_empty() => VirtioState::NotBound,
             Some(_) => VirtioState::Ok,
@@ -224,6 +237,7 @@ pub fn virtio_storage(
                 .map(|s| s.registry_path.clone())
                 .unwrap_or_else(|| format!("{}\\Services\\{name}", cs.name)),
             service,
+            start_override,
             driver_file,
             driver_file_exists: exists,
             staged_packages: staged,
@@ -288,6 +302,25 @@ fn virtio_message(d: &VirtioDriver, cs: &ControlSet) -> (String, String) {
             ),
             format!("set {}\\Start to 0 (reg add HKLM\\SYSTEM\\CurrentControlSet\\Services\\{} /v Start /t REG_DWORD /d 0 /f)", d.service_registry_path, d.name),
         ),
+        VirtioState::StartOverridden => {
+            let o = d.start_override.as_ref();
+            let path = o.map(|o| o.registry_path.as_str()).unwrap_or("StartOverride");
+            (
+                format!(
+                    "{} is boot-start but {path} overrides it ({}): Windows set it when the \
+                     device was absent, and the driver will not load at boot \
+                     (INACCESSIBLE_BOOT_DEVICE)",
+                    d.name,
+                    o.map(|o| o.disabling().join(", ")).unwrap_or_default()
+                ),
+                format!(
+                    "delete the StartOverride key on the source (reg delete \
+                     HKLM\\SYSTEM\\CurrentControlSet\\Services\\{}\\StartOverride /f), then \
+                     export again",
+                    d.name
+                ),
+            )
+        }
         VirtioState::MissingSys => (
             format!(
                 "{} is a boot-start service but its driver file {} (ImagePath {}) is missing",
