@@ -5,6 +5,7 @@ use core::iter::FusedIterator;
 use core::ops::Range;
 use core::{fmt, mem};
 
+use arrayvec::ArrayVec;
 use binrw::io::{Read, Seek};
 use bitflags::bitflags;
 use byteorder::{ByteOrder, LittleEndian};
@@ -19,9 +20,10 @@ use crate::attribute_value::{
 };
 use crate::error::{NtfsError, Result};
 use crate::file::NtfsFile;
+use crate::ntfs::Ntfs;
 use crate::structured_values::{
-    NtfsAttributeList, NtfsAttributeListEntries, NtfsStructuredValue,
-    NtfsStructuredValueFromResidentAttributeValue,
+    NtfsAttributeList, NtfsAttributeListEntries, NtfsAttributeListEntry, NtfsStructuredValue,
+    NtfsStructuredValueFromResidentAttributeValue, NAME_MAX_SIZE,
 };
 use crate::types::{NtfsPosition, Vcn};
 
@@ -306,6 +308,22 @@ impl<'n, 'f> NtfsAttribute<'n, 'f> {
         Ok((data, position))
     }
 
+    /// The record number of the file this attribute belongs to (the base record of the record
+    /// holding it).
+    fn base_file_record_number(&self) -> u64 {
+        match self.file.base_file_record().file_record_number() {
+            0 => self.file.file_record_number(),
+            base => base,
+        }
+    }
+
+    /// The lowest VCN of a non-resident attribute: where this extent of its value starts.
+    pub(crate) fn non_resident_lowest_vcn(&self) -> Vcn {
+        debug_assert!(!self.is_resident());
+        let start = self.offset + offset_of!(NtfsNonResidentAttributeHeader, lowest_vcn);
+        Vcn::from(LittleEndian::read_i64(&self.file.record_data()[start..]))
+    }
+
     fn non_resident_value_data_size(&self) -> u64 {
         debug_assert!(!self.is_resident());
         let start = self.offset + offset_of!(NtfsNonResidentAttributeHeader, data_size);
@@ -416,10 +434,17 @@ impl<'n, 'f> NtfsAttribute<'n, 'f> {
         }
 
         let attribute_length = self.attribute_length() as usize;
-        if attribute_length < ATTRIBUTE_HEADER_SIZE {
+        // imgcheck patch 4: the header fields read later must lie within the attribute (they are
+        // read from the record without further bounds checks).
+        let header_size = if self.is_resident() {
+            mem::size_of::<NtfsResidentAttributeHeader>()
+        } else {
+            mem::size_of::<NtfsNonResidentAttributeHeader>()
+        };
+        if attribute_length < header_size {
             return Err(NtfsError::InvalidAttributeLength {
                 position: self.position(),
-                expected: ATTRIBUTE_HEADER_SIZE,
+                expected: header_size,
                 actual: attribute_length,
             });
         }
@@ -511,6 +536,8 @@ impl<'n, 'f> NtfsAttribute<'n, 'f> {
                 list_entries.clone(),
                 self.instance(),
                 self.ty()?,
+                self.name()?,
+                self.base_file_record_number(),
                 data_size,
             )?;
             Ok(NtfsAttributeValue::AttributeListNonResident(value))
@@ -543,19 +570,36 @@ impl<'n, 'f> NtfsAttribute<'n, 'f> {
 ///
 /// Check [`NtfsAttributesRaw`] if you want to iterate over the plain attributes on the filesystem.
 /// See [`NtfsAttributesAttached`] for an iterator that implements [`Iterator`] and [`FusedIterator`].
+//
+// imgcheck patch 1 (PATCHES.md): when the file has an $ATTRIBUTE_LIST, every attribute is taken
+// from the list, in its order (by type, name and lowest VCN, as NTFS sorts it), from the extent
+// that starts at VCN 0 (the one whose header carries the sizes), wherever that extent is stored;
+// the extents continuing it are skipped here and read by its value. (The crate used to return
+// the base record's attributes after all the extension records' ones, so the first extent it
+// met of an attribute was often a later one, with sizes 0.) Extension records are checked to
+// belong to the file. Patch 5: entries of types a lookup does not want are skipped without
+// reading their records, and consecutive entries in one extension record read it once.
 #[derive(Clone, Debug)]
 pub struct NtfsAttributes<'n, 'f> {
     raw_iter: NtfsAttributesRaw<'n, 'f>,
+    /// Whether the raw attributes were searched for an $ATTRIBUTE_LIST yet.
+    list_searched: bool,
     list_entries: Option<NtfsAttributeListEntries<'n, 'f>>,
-    list_skip_info: Option<(u16, NtfsAttributeType)>,
+    /// Type and name of the attribute returned (or skipped) last from the Attribute List: the
+    /// entries that follow it with a lowest VCN above 0 are further extents of its value.
+    list_skip_info: Option<(NtfsAttributeType, ArrayVec<u8, NAME_MAX_SIZE>)>,
+    /// The extension record read last.
+    last_file: Option<NtfsFile<'n>>,
 }
 
 impl<'n, 'f> NtfsAttributes<'n, 'f> {
     pub(crate) fn new(file: &'f NtfsFile<'n>) -> Self {
         Self {
             raw_iter: NtfsAttributesRaw::new(file),
+            list_searched: false,
             list_entries: None,
             list_skip_info: None,
+            last_file: None,
         }
     }
 
@@ -573,78 +617,194 @@ impl<'n, 'f> NtfsAttributes<'n, 'f> {
     where
         T: Read + Seek,
     {
-        loop {
-            if let Some(attribute_list_entries) = &mut self.list_entries {
-                loop {
-                    // If the next Attribute List entry turns out to be a non-resident attribute, that attribute's
-                    // value may be split over multiple (adjacent) attributes.
-                    // To view this value as a single one, we need an `AttributeListConnectedEntries` iterator
-                    // and that iterator needs `NtfsAttributeListEntries` where the next call to `next` yields
-                    // the first connected attribute.
-                    // Therefore, we need to clone `attribute_list_entries` before every call.
-                    let attribute_list_entries_clone = attribute_list_entries.clone();
+        self.next_filtered(fs, None)
+    }
 
-                    let entry = match attribute_list_entries.next(fs) {
-                        Some(Ok(entry)) => entry,
-                        Some(Err(e)) => return Some(Err(e)),
-                        None => break,
-                    };
-                    let entry_instance = entry.instance();
-                    let entry_record_number = entry.base_file_reference().file_record_number();
-                    let entry_ty = iter_try!(entry.ty());
+    /// Like [`NtfsAttributes::next`], but only for attributes of type `ty`: the records holding
+    /// other attributes are not read.
+    pub(crate) fn next_of_type<T>(
+        &mut self,
+        fs: &mut T,
+        ty: NtfsAttributeType,
+    ) -> Option<Result<NtfsAttributeItem<'n, 'f>>>
+    where
+        T: Read + Seek,
+    {
+        self.next_filtered(fs, Some(ty))
+    }
 
-                    // Ignore all Attribute List entries that just repeat attributes of the raw iterator.
-                    if entry_record_number == self.raw_iter.file.file_record_number() {
-                        continue;
-                    }
-
-                    // Ignore all Attribute List entries that are connected attributes of a previous one.
-                    if let Some((skip_instance, skip_ty)) = self.list_skip_info {
-                        if entry_instance == skip_instance && entry_ty == skip_ty {
-                            continue;
-                        }
-                    }
-
-                    // We found an attribute that we want to return.
-                    self.list_skip_info = None;
-
-                    let ntfs = self.raw_iter.file.ntfs();
-                    let entry_file = iter_try!(entry.to_file(ntfs, fs));
-                    let entry_attribute = iter_try!(entry.to_attribute(&entry_file));
-                    let attribute_offset = entry_attribute.offset();
-
-                    let mut list_entries = None;
-                    if !entry_attribute.is_resident() {
-                        list_entries = Some(attribute_list_entries_clone);
-                        self.list_skip_info = Some((entry_instance, entry_ty));
-                    }
-
-                    let item = NtfsAttributeItem {
-                        attribute_file: self.raw_iter.file,
-                        attribute_value_file: Some(entry_file),
-                        attribute_offset,
-                        list_entries,
-                    };
-                    return Some(Ok(item));
+    fn next_filtered<T>(
+        &mut self,
+        fs: &mut T,
+        filter: Option<NtfsAttributeType>,
+    ) -> Option<Result<NtfsAttributeItem<'n, 'f>>>
+    where
+        T: Read + Seek,
+    {
+        if !self.list_searched {
+            self.list_searched = true;
+            for attribute in self.raw_iter.clone() {
+                let attribute = iter_try!(attribute);
+                if let Ok(NtfsAttributeType::AttributeList) = attribute.ty() {
+                    let attribute_list =
+                        iter_try!(attribute.structured_value::<T, NtfsAttributeList>(fs));
+                    self.list_entries = Some(attribute_list.entries());
+                    break;
                 }
             }
+        }
 
-            let attribute = iter_try!(self.raw_iter.next()?);
-            if let Ok(NtfsAttributeType::AttributeList) = attribute.ty() {
-                let attribute_list =
-                    iter_try!(attribute.structured_value::<T, NtfsAttributeList>(fs));
-                self.list_entries = Some(attribute_list.entries());
-            } else {
-                let item = NtfsAttributeItem {
-                    attribute_file: self.raw_iter.file,
+        let Self {
+            raw_iter,
+            list_entries,
+            list_skip_info,
+            last_file,
+            ..
+        } = self;
+        let base = raw_iter.file;
+
+        let Some(list_entries) = list_entries else {
+            // No Attribute List: the attributes of the File Record itself.
+            loop {
+                let attribute = iter_try!(raw_iter.next()?);
+                if let Some(ty) = filter {
+                    if attribute.ty().ok() != Some(ty) {
+                        continue;
+                    }
+                }
+                return Some(Ok(NtfsAttributeItem {
+                    attribute_file: base,
                     attribute_value_file: None,
                     attribute_offset: attribute.offset(),
                     list_entries: None,
-                };
-                return Some(Ok(item));
+                }));
             }
+        };
+
+        loop {
+            // A non-resident attribute's value may continue in the entries that follow; its
+            // reader needs the entries starting at this one.
+            let entries_here = list_entries.clone();
+            let entry = iter_try!(list_entries.next(fs)?);
+            let ty = iter_try!(entry.ty());
+            let name = entry.name();
+            let lowest_vcn = entry.lowest_vcn();
+
+            if ty == NtfsAttributeType::AttributeList {
+                return Some(Err(NtfsError::UnexpectedAttributeListAttribute {
+                    position: entry.position(),
+                }));
+            }
+            if lowest_vcn.value() != 0 {
+                match list_skip_info {
+                    Some((skip_ty, skip_name)) if *skip_ty == ty && skip_name[..] == *name.0 => {
+                        continue;
+                    }
+                    _ => {
+                        return Some(Err(NtfsError::MissingFirstAttributeExtent {
+                            position: entry.position(),
+                            ty,
+                            lowest_vcn,
+                        }))
+                    }
+                }
+            }
+            *list_skip_info = Some((ty, iter_try!(name_bytes(name.0, &entry))));
+            if filter.is_some_and(|f| f != ty) {
+                continue;
+            }
+
+            let record_number = entry.base_file_reference().file_record_number();
+            let attribute_value_file = if record_number == base.file_record_number() {
+                None
+            } else {
+                Some(iter_try!(list_entry_record(
+                    fs,
+                    base.ntfs(),
+                    base.file_record_number(),
+                    &entry,
+                    last_file
+                )))
+            };
+            let file = attribute_value_file.as_ref().unwrap_or(base);
+            let attribute = iter_try!(list_entry_attribute(&entry, file));
+            let attribute_offset = attribute.offset();
+            let list_entries = (!attribute.is_resident()).then_some(entries_here);
+
+            return Some(Ok(NtfsAttributeItem {
+                attribute_file: base,
+                attribute_value_file,
+                attribute_offset,
+                list_entries,
+            }));
         }
     }
+}
+
+fn name_bytes(name: &[u8], entry: &NtfsAttributeListEntry) -> Result<ArrayVec<u8, NAME_MAX_SIZE>> {
+    ArrayVec::try_from(name).map_err(|_| NtfsError::InvalidStructuredValueSize {
+        position: entry.position(),
+        ty: NtfsAttributeType::AttributeList,
+        expected: NAME_MAX_SIZE as u64,
+        actual: name.len() as u64,
+    })
+}
+
+/// The record that `entry` of the Attribute List of file record `base` references, checked to be
+/// `base` itself or one of its extension records (`last` keeps the extension record read last,
+/// for the entries that follow in it).
+pub(crate) fn list_entry_record<'n, T>(
+    fs: &mut T,
+    ntfs: &'n Ntfs,
+    base: u64,
+    entry: &NtfsAttributeListEntry,
+    last: &mut Option<NtfsFile<'n>>,
+) -> Result<NtfsFile<'n>>
+where
+    T: Read + Seek,
+{
+    let record_number = entry.base_file_reference().file_record_number();
+    if let Some(file) = last {
+        if file.file_record_number() == record_number {
+            return Ok(file.clone());
+        }
+    }
+    let file = entry.to_file(ntfs, fs)?;
+    if record_number != base {
+        let owner = file.base_file_record().file_record_number();
+        if owner != base {
+            return Err(NtfsError::ExtensionRecordOfOtherFile {
+                position: file.position(),
+                expected: base,
+                actual: owner,
+            });
+        }
+    }
+    *last = Some(file.clone());
+    Ok(file)
+}
+
+/// The attribute that Attribute List `entry` describes, in `file` (the record it references),
+/// checked to have the entry's name and, when non-resident, its lowest VCN.
+pub(crate) fn list_entry_attribute<'n, 'f>(
+    entry: &NtfsAttributeListEntry,
+    file: &'f NtfsFile<'n>,
+) -> Result<NtfsAttribute<'n, 'f>> {
+    let attribute = entry.to_attribute(file)?;
+    if attribute.name()?.0 != entry.name().0 {
+        return Err(NtfsError::AttributeNotFound {
+            position: entry.position(),
+            ty: entry.ty()?,
+        });
+    }
+    if !attribute.is_resident() && attribute.non_resident_lowest_vcn() != entry.lowest_vcn() {
+        return Err(NtfsError::AttributeExtentVcnMismatch {
+            position: attribute.position(),
+            expected: entry.lowest_vcn(),
+            actual: attribute.non_resident_lowest_vcn(),
+        });
+    }
+    Ok(attribute)
 }
 
 /// Iterator over

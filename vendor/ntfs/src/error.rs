@@ -21,6 +21,18 @@ pub enum NtfsError {
         position: NtfsPosition,
         ty: NtfsAttributeType,
     },
+    /// The attribute extent at byte position {position:#x} starts at VCN {actual}, but the extents before it end at VCN {expected}
+    AttributeExtentVcnMismatch {
+        position: NtfsPosition,
+        expected: Vcn,
+        actual: Vcn,
+    },
+    /// The attribute list at byte position {position:#x} is {size} bytes long, more than the {max} bytes NTFS allows
+    AttributeListTooLarge {
+        position: NtfsPosition,
+        size: u64,
+        max: u64,
+    },
     /// The NTFS Attribute at byte position {position:#x} should have type {expected:?}, but it actually has type {actual:?}
     AttributeOfDifferentType {
         position: NtfsPosition,
@@ -57,6 +69,18 @@ pub enum NtfsError {
     InvalidClusterCountInDataRunHeader {
         position: NtfsPosition,
         cluster_count: u64,
+    },
+    /// The NTFS File Record at byte position {position:#x} is an extension record of file record {actual}, but the attribute list of file record {expected} references it
+    ExtensionRecordOfOtherFile {
+        position: NtfsPosition,
+        expected: u64,
+        actual: u64,
+    },
+    /// The attribute list entry at byte position {position:#x} needs {expected} bytes, but only {actual} bytes are left in the attribute list
+    InvalidAttributeListEntrySize {
+        position: NtfsPosition,
+        expected: usize,
+        actual: usize,
     },
     /// The NTFS File Record at byte position {position:#x} indicates an allocated size of {expected} bytes, but the record only has a size of {actual} bytes
     InvalidFileAllocatedSize {
@@ -183,6 +207,17 @@ pub enum NtfsError {
     Io(binrw::io::Error),
     /// The Logical Cluster Number (LCN) {lcn} is too big to be multiplied by the cluster size
     LcnTooBig { lcn: Lcn },
+    /// The attribute list entry at byte position {position:#x} begins attribute {ty:?} at VCN {lowest_vcn}, but no extent of it starts at VCN 0
+    MissingFirstAttributeExtent {
+        position: NtfsPosition,
+        ty: NtfsAttributeType,
+        lowest_vcn: Vcn,
+    },
+    /// The $MFT's attribute list entry at byte position {position:#x} places part of the $MFT in MFT record {file_record_number}, which lies outside the part of the $MFT described before it
+    MftExtensionRecordUnreachable {
+        position: NtfsPosition,
+        file_record_number: u64,
+    },
     /// The index root at byte position {position:#x} is a large index, but no matching index allocation attribute was provided
     MissingIndexAllocation { position: NtfsPosition },
     /// The NTFS file at byte position {position:#x} is not a directory
@@ -229,11 +264,17 @@ pub enum NtfsError {
 
 impl From<binrw::error::Error> for NtfsError {
     fn from(error: binrw::error::Error) -> Self {
-        if let binrw::error::Error::Io(io_error) = error {
-            Self::Io(io_error)
-        } else {
-            // We don't use any binrw attributes that result in other errors.
-            unreachable!("Got a binrw error of unexpected type: {:?}", error);
+        match error {
+            binrw::error::Error::Io(io_error) => Self::Io(io_error),
+            // binrw 0.11 wraps an error inside a derived structure in a backtrace of the fields
+            // it was reading (e.g. an end of file in the middle of a header): unwrap it.
+            binrw::error::Error::Backtrace(backtrace) => Self::from(*backtrace.error),
+            // We don't use any binrw attributes that result in other errors, but a parser of
+            // untrusted data must not panic if that ever changes.
+            _ => Self::Io(binrw::io::Error::new(
+                binrw::io::ErrorKind::InvalidData,
+                "unexpected binrw error",
+            )),
         }
     }
 }

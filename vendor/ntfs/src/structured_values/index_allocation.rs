@@ -14,6 +14,9 @@ use crate::structured_values::NtfsStructuredValue;
 use crate::traits::NtfsReadSeek;
 use crate::types::Vcn;
 
+/// Size of the units in which index VCNs count when index records are smaller than a cluster.
+const INDEX_BLOCK_VCN_SIZE: u32 = 512;
+
 /// Structure of an $INDEX_ALLOCATION attribute.
 ///
 /// This attribute describes the sub-nodes of a B-tree.
@@ -53,9 +56,20 @@ impl<'n, 'f> NtfsIndexAllocation<'n, 'f> {
         T: Read + Seek,
     {
         // Seek to the byte offset of the given VCN.
+        // imgcheck patch 3 (PATCHES.md): index VCNs count clusters only when index records are
+        // at least a cluster large; smaller index records (clusters above 4 KiB) are addressed
+        // in 512-byte units, as ntfs-3g and Windows do.
         let mut value = self.value.clone();
-        let offset = vcn.offset(self.ntfs)?;
-        value.seek(fs, SeekFrom::Current(offset))?;
+        let vcn_size = if index_record_size >= self.ntfs.cluster_size() {
+            self.ntfs.cluster_size()
+        } else {
+            INDEX_BLOCK_VCN_SIZE
+        };
+        let offset = vcn
+            .value()
+            .checked_mul(vcn_size as i64)
+            .ok_or(NtfsError::VcnTooBig { vcn })?;
+        value.seek(fs, SeekFrom::Start(offset as u64))?;
 
         if value.stream_position() >= value.len() {
             return Err(NtfsError::VcnOutOfBoundsInIndexAllocation {
