@@ -277,7 +277,7 @@ fn open_volume(image: &str, open: &OpenArgs, partition: Option<u32>) -> Result<f
     let table = disk::analyze(&dev)?;
     Ok(match partition {
         Some(n) => fs::open_index(&dev, &table, n)?,
-        None => fs::default_volume(&dev, &table)?,
+        None => imgcheck::guest::default_volume(&dev, &table)?,
     })
 }
 

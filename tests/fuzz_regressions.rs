@@ -57,7 +57,7 @@ fn raw_dev(data: &[u8]) -> Arc<dyn BlockDevice> {
 fn mbr_gpt(data: &[u8]) {
     let dev = raw_dev(data);
     if let Ok(table) = imgcheck::disk::analyze(&dev) {
-        let _ = imgcheck::fs::scan(&dev, &table);
+        let _ = imgcheck::guest::scan(&dev, &table);
     }
 }
 

@@ -11,6 +11,6 @@ fuzz_target!(|data: &[u8]| {
     let dev: Arc<dyn BlockDevice> =
         Arc::new(RawImage::new(Arc::new(MemStorage::new("fuzz.raw", data.to_vec()))));
     if let Ok(table) = imgcheck::disk::analyze(&dev) {
-        let _ = imgcheck::fs::scan(&dev, &table);
+        let _ = imgcheck::guest::scan(&dev, &table);
     }
 });

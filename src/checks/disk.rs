@@ -5,7 +5,8 @@ use super::image_format::human_size;
 use super::inspection::Inspection;
 use super::{CheckResult, ID_FIRST_PARTITION, ID_PARTITION_TABLE};
 use crate::disk::{PartitionTable, ProblemCode, TableKind};
-use crate::fs::{FsKind, Volume, WINDOWS_CONFIG_DIR};
+use crate::fs::{FsKind, Volume};
+use crate::guest::WINDOWS_CONFIG_DIR;
 
 /// What to do about each kind of partition-table problem.
 fn table_hint(code: ProblemCode) -> &'static str {

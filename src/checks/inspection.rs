@@ -45,13 +45,13 @@ impl Inspection {
         }
         let first_index = table.first_partition().map(|p| p.index);
         let first_has_windows = matches!(&insp.first_volume, Some(Ok(v))
-            if matches!(v.exists(fs::WINDOWS_CONFIG_DIR), Ok(true)));
+            if matches!(v.exists(crate::guest::WINDOWS_CONFIG_DIR), Ok(true)));
         insp.windows = if first_has_windows {
             // Open it a second time rather than share: volumes are cheap to open and the two
             // roles (first partition, Windows partition) are used independently.
             first_index.and_then(|i| Volume::open_partition(&insp.dev, table, i).ok())
         } else {
-            fs::find_windows(&insp.dev, table)
+            crate::guest::find_windows(&insp.dev, table)
         };
         insp
     }

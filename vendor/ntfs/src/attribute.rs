@@ -5,7 +5,8 @@ use core::iter::FusedIterator;
 use core::ops::Range;
 use core::{fmt, mem};
 
-use arrayvec::ArrayVec;
+use alloc::vec::Vec;
+
 use binrw::io::{Read, Seek};
 use bitflags::bitflags;
 use byteorder::{ByteOrder, LittleEndian};
@@ -20,10 +21,9 @@ use crate::attribute_value::{
 };
 use crate::error::{NtfsError, Result};
 use crate::file::NtfsFile;
-use crate::ntfs::Ntfs;
 use crate::structured_values::{
-    NtfsAttributeList, NtfsAttributeListEntries, NtfsAttributeListEntry, NtfsStructuredValue,
-    NtfsStructuredValueFromResidentAttributeValue, NAME_MAX_SIZE,
+    NtfsAttributeList, NtfsAttributeListEntries, NtfsStructuredValue,
+    NtfsStructuredValueFromResidentAttributeValue,
 };
 use crate::types::{NtfsPosition, Vcn};
 
@@ -308,20 +308,16 @@ impl<'n, 'f> NtfsAttribute<'n, 'f> {
         Ok((data, position))
     }
 
-    /// The record number of the file this attribute belongs to (the base record of the record
-    /// holding it).
-    fn base_file_record_number(&self) -> u64 {
-        match self.file.base_file_record().file_record_number() {
-            0 => self.file.file_record_number(),
-            base => base,
-        }
-    }
-
-    /// The lowest VCN of a non-resident attribute: where this extent of its value starts.
-    pub(crate) fn non_resident_lowest_vcn(&self) -> Vcn {
+    /// Lowest and highest VCN of this piece of a non-resident value.
+    pub(crate) fn non_resident_vcn_range(&self) -> (Vcn, Vcn) {
         debug_assert!(!self.is_resident());
-        let start = self.offset + offset_of!(NtfsNonResidentAttributeHeader, lowest_vcn);
-        Vcn::from(LittleEndian::read_i64(&self.file.record_data()[start..]))
+        let low = self.offset + offset_of!(NtfsNonResidentAttributeHeader, lowest_vcn);
+        let high = self.offset + offset_of!(NtfsNonResidentAttributeHeader, highest_vcn);
+        let data = self.file.record_data();
+        (
+            Vcn::from(LittleEndian::read_i64(&data[low..])),
+            Vcn::from(LittleEndian::read_i64(&data[high..])),
+        )
     }
 
     fn non_resident_value_data_size(&self) -> u64 {
@@ -434,17 +430,10 @@ impl<'n, 'f> NtfsAttribute<'n, 'f> {
         }
 
         let attribute_length = self.attribute_length() as usize;
-        // imgcheck patch 4: the header fields read later must lie within the attribute (they are
-        // read from the record without further bounds checks).
-        let header_size = if self.is_resident() {
-            mem::size_of::<NtfsResidentAttributeHeader>()
-        } else {
-            mem::size_of::<NtfsNonResidentAttributeHeader>()
-        };
-        if attribute_length < header_size {
+        if attribute_length < ATTRIBUTE_HEADER_SIZE {
             return Err(NtfsError::InvalidAttributeLength {
                 position: self.position(),
-                expected: header_size,
+                expected: ATTRIBUTE_HEADER_SIZE,
                 actual: attribute_length,
             });
         }
@@ -534,10 +523,7 @@ impl<'n, 'f> NtfsAttribute<'n, 'f> {
                 self.file.ntfs(),
                 fs,
                 list_entries.clone(),
-                self.instance(),
                 self.ty()?,
-                self.name()?,
-                self.base_file_record_number(),
                 data_size,
             )?;
             Ok(NtfsAttributeValue::AttributeListNonResident(value))
@@ -570,36 +556,29 @@ impl<'n, 'f> NtfsAttribute<'n, 'f> {
 ///
 /// Check [`NtfsAttributesRaw`] if you want to iterate over the plain attributes on the filesystem.
 /// See [`NtfsAttributesAttached`] for an iterator that implements [`Iterator`] and [`FusedIterator`].
-//
-// imgcheck patch 1 (PATCHES.md): when the file has an $ATTRIBUTE_LIST, every attribute is taken
-// from the list, in its order (by type, name and lowest VCN, as NTFS sorts it), from the extent
-// that starts at VCN 0 (the one whose header carries the sizes), wherever that extent is stored;
-// the extents continuing it are skipped here and read by its value. (The crate used to return
-// the base record's attributes after all the extension records' ones, so the first extent it
-// met of an attribute was often a later one, with sizes 0.) Extension records are checked to
-// belong to the file. Patch 5: entries of types a lookup does not want are skipped without
-// reading their records, and consecutive entries in one extension record read it once.
 #[derive(Clone, Debug)]
 pub struct NtfsAttributes<'n, 'f> {
     raw_iter: NtfsAttributesRaw<'n, 'f>,
-    /// Whether the raw attributes were searched for an $ATTRIBUTE_LIST yet.
-    list_searched: bool,
     list_entries: Option<NtfsAttributeListEntries<'n, 'f>>,
-    /// Type and name of the attribute returned (or skipped) last from the Attribute List: the
-    /// entries that follow it with a lowest VCN above 0 are further extents of its value.
-    list_skip_info: Option<(NtfsAttributeType, ArrayVec<u8, NAME_MAX_SIZE>)>,
-    /// The extension record read last.
-    last_file: Option<NtfsFile<'n>>,
+    /// Type and name of the attribute last returned from the Attribute List: the entries that
+    /// follow it with the same type and name and a nonzero lowest VCN are its further pieces.
+    list_current: Option<(NtfsAttributeType, Vec<u8>)>,
+    /// Instances of the base record's attributes returned before its Attribute List was reached
+    /// (the list names them again).
+    returned_before_list: Vec<u16>,
+    /// Instances of the base record's attributes that the Attribute List names (returned from
+    /// the list, so the raw iteration after the list skips them).
+    listed_in_base: Vec<u16>,
 }
 
 impl<'n, 'f> NtfsAttributes<'n, 'f> {
     pub(crate) fn new(file: &'f NtfsFile<'n>) -> Self {
         Self {
             raw_iter: NtfsAttributesRaw::new(file),
-            list_searched: false,
             list_entries: None,
-            list_skip_info: None,
-            last_file: None,
+            list_current: None,
+            returned_before_list: Vec::new(),
+            listed_in_base: Vec::new(),
         }
     }
 
@@ -613,198 +592,122 @@ impl<'n, 'f> NtfsAttributes<'n, 'f> {
     }
 
     /// See [`Iterator::next`].
+    ///
+    /// When the file has an Attribute List, its attributes are returned in the list's order
+    /// (type, name, lowest VCN), wherever each is stored: in the base record or in an extension
+    /// record. An attribute whose value is split over several pieces (one per record) is returned
+    /// once, as its first piece (lowest VCN 0, which holds the sizes of the whole value), and its
+    /// value reads through all the pieces. Pieces are recognised by type, name and a nonzero
+    /// lowest VCN, not by instance numbers: each piece has the instance number of the record it
+    /// is stored in, and those are unrelated.
     pub fn next<T>(&mut self, fs: &mut T) -> Option<Result<NtfsAttributeItem<'n, 'f>>>
     where
         T: Read + Seek,
     {
-        self.next_filtered(fs, None)
-    }
+        loop {
+            if let Some(attribute_list_entries) = &mut self.list_entries {
+                loop {
+                    // A non-resident attribute's value reader needs an iterator whose next entry
+                    // is the attribute's first piece, hence the clone before every call.
+                    let attribute_list_entries_clone = attribute_list_entries.clone();
 
-    /// Like [`NtfsAttributes::next`], but only for attributes of type `ty`: the records holding
-    /// other attributes are not read.
-    pub(crate) fn next_of_type<T>(
-        &mut self,
-        fs: &mut T,
-        ty: NtfsAttributeType,
-    ) -> Option<Result<NtfsAttributeItem<'n, 'f>>>
-    where
-        T: Read + Seek,
-    {
-        self.next_filtered(fs, Some(ty))
-    }
+                    let entry = match attribute_list_entries.next(fs) {
+                        Some(Ok(entry)) => entry,
+                        Some(Err(e)) => return Some(Err(e)),
+                        None => break,
+                    };
+                    let entry_instance = entry.instance();
+                    let entry_record_number = entry.base_file_reference().file_record_number();
+                    let entry_ty = iter_try!(entry.ty());
+                    let in_base = entry_record_number == self.raw_iter.file.file_record_number();
+                    if in_base {
+                        self.listed_in_base.push(entry_instance);
+                    }
 
-    fn next_filtered<T>(
-        &mut self,
-        fs: &mut T,
-        filter: Option<NtfsAttributeType>,
-    ) -> Option<Result<NtfsAttributeItem<'n, 'f>>>
-    where
-        T: Read + Seek,
-    {
-        if !self.list_searched {
-            self.list_searched = true;
-            for attribute in self.raw_iter.clone() {
-                let attribute = iter_try!(attribute);
-                if let Ok(NtfsAttributeType::AttributeList) = attribute.ty() {
-                    let attribute_list =
-                        iter_try!(attribute.structured_value::<T, NtfsAttributeList>(fs));
-                    self.list_entries = Some(attribute_list.entries());
-                    break;
-                }
-            }
-        }
-
-        let Self {
-            raw_iter,
-            list_entries,
-            list_skip_info,
-            last_file,
-            ..
-        } = self;
-        let base = raw_iter.file;
-
-        let Some(list_entries) = list_entries else {
-            // No Attribute List: the attributes of the File Record itself.
-            loop {
-                let attribute = iter_try!(raw_iter.next()?);
-                if let Some(ty) = filter {
-                    if attribute.ty().ok() != Some(ty) {
+                    // The list does not describe itself in practice; if it does, skip it.
+                    if entry_ty == NtfsAttributeType::AttributeList {
                         continue;
                     }
+
+                    if entry.lowest_vcn().value() != 0 {
+                        // A further piece of the attribute returned last.
+                        match &self.list_current {
+                            Some((ty, name)) if *ty == entry_ty && name[..] == *entry.name().0 => {
+                                continue
+                            }
+                            _ => {
+                                return Some(Err(NtfsError::AttributeListPieceWithoutStart {
+                                    position: entry.position(),
+                                    ty: entry_ty,
+                                    lowest_vcn: entry.lowest_vcn(),
+                                }))
+                            }
+                        }
+                    }
+                    self.list_current = Some((entry_ty, entry.name().0.to_vec()));
+
+                    // Attributes of the base record returned before the list was reached.
+                    if in_base && self.returned_before_list.contains(&entry_instance) {
+                        continue;
+                    }
+
+                    let (attribute_value_file, attribute_offset, is_resident) = if in_base {
+                        let attribute = iter_try!(self.raw_iter.file.find_resident_attribute(
+                            entry_ty,
+                            None,
+                            Some(entry_instance)
+                        ));
+                        (None, attribute.offset(), attribute.is_resident())
+                    } else {
+                        let ntfs = self.raw_iter.file.ntfs();
+                        let entry_file = iter_try!(entry.to_file(ntfs, fs));
+                        let entry_attribute = iter_try!(entry.to_attribute(&entry_file));
+                        let offset = entry_attribute.offset();
+                        let is_resident = entry_attribute.is_resident();
+                        (Some(entry_file), offset, is_resident)
+                    };
+
+                    let list_entries = (!is_resident).then_some(attribute_list_entries_clone);
+                    let item = NtfsAttributeItem {
+                        attribute_file: self.raw_iter.file,
+                        attribute_value_file,
+                        attribute_offset,
+                        list_entries,
+                    };
+                    return Some(Ok(item));
                 }
-                return Some(Ok(NtfsAttributeItem {
-                    attribute_file: base,
+            }
+
+            let attribute = iter_try!(self.raw_iter.next()?);
+            if let Ok(NtfsAttributeType::AttributeList) = attribute.ty() {
+                if self.list_entries.is_some() {
+                    // A second Attribute List in one record: refuse rather than guess.
+                    return Some(Err(NtfsError::DuplicateAttributeList {
+                        position: attribute.position(),
+                    }));
+                }
+                let attribute_list =
+                    iter_try!(attribute.structured_value::<T, NtfsAttributeList>(fs));
+                self.list_entries = Some(attribute_list.entries());
+            } else if self.list_entries.is_some()
+                && self.listed_in_base.contains(&attribute.instance())
+            {
+                // Already returned in the list's order.
+                continue;
+            } else {
+                if self.list_entries.is_none() {
+                    self.returned_before_list.push(attribute.instance());
+                }
+                let item = NtfsAttributeItem {
+                    attribute_file: self.raw_iter.file,
                     attribute_value_file: None,
                     attribute_offset: attribute.offset(),
                     list_entries: None,
-                }));
+                };
+                return Some(Ok(item));
             }
-        };
-
-        loop {
-            // A non-resident attribute's value may continue in the entries that follow; its
-            // reader needs the entries starting at this one.
-            let entries_here = list_entries.clone();
-            let entry = iter_try!(list_entries.next(fs)?);
-            let ty = iter_try!(entry.ty());
-            let name = entry.name();
-            let lowest_vcn = entry.lowest_vcn();
-
-            if ty == NtfsAttributeType::AttributeList {
-                return Some(Err(NtfsError::UnexpectedAttributeListAttribute {
-                    position: entry.position(),
-                }));
-            }
-            if lowest_vcn.value() != 0 {
-                match list_skip_info {
-                    Some((skip_ty, skip_name)) if *skip_ty == ty && skip_name[..] == *name.0 => {
-                        continue;
-                    }
-                    _ => {
-                        return Some(Err(NtfsError::MissingFirstAttributeExtent {
-                            position: entry.position(),
-                            ty,
-                            lowest_vcn,
-                        }))
-                    }
-                }
-            }
-            *list_skip_info = Some((ty, iter_try!(name_bytes(name.0, &entry))));
-            if filter.is_some_and(|f| f != ty) {
-                continue;
-            }
-
-            let record_number = entry.base_file_reference().file_record_number();
-            let attribute_value_file = if record_number == base.file_record_number() {
-                None
-            } else {
-                Some(iter_try!(list_entry_record(
-                    fs,
-                    base.ntfs(),
-                    base.file_record_number(),
-                    &entry,
-                    last_file
-                )))
-            };
-            let file = attribute_value_file.as_ref().unwrap_or(base);
-            let attribute = iter_try!(list_entry_attribute(&entry, file));
-            let attribute_offset = attribute.offset();
-            let list_entries = (!attribute.is_resident()).then_some(entries_here);
-
-            return Some(Ok(NtfsAttributeItem {
-                attribute_file: base,
-                attribute_value_file,
-                attribute_offset,
-                list_entries,
-            }));
         }
     }
-}
-
-fn name_bytes(name: &[u8], entry: &NtfsAttributeListEntry) -> Result<ArrayVec<u8, NAME_MAX_SIZE>> {
-    ArrayVec::try_from(name).map_err(|_| NtfsError::InvalidStructuredValueSize {
-        position: entry.position(),
-        ty: NtfsAttributeType::AttributeList,
-        expected: NAME_MAX_SIZE as u64,
-        actual: name.len() as u64,
-    })
-}
-
-/// The record that `entry` of the Attribute List of file record `base` references, checked to be
-/// `base` itself or one of its extension records (`last` keeps the extension record read last,
-/// for the entries that follow in it).
-pub(crate) fn list_entry_record<'n, T>(
-    fs: &mut T,
-    ntfs: &'n Ntfs,
-    base: u64,
-    entry: &NtfsAttributeListEntry,
-    last: &mut Option<NtfsFile<'n>>,
-) -> Result<NtfsFile<'n>>
-where
-    T: Read + Seek,
-{
-    let record_number = entry.base_file_reference().file_record_number();
-    if let Some(file) = last {
-        if file.file_record_number() == record_number {
-            return Ok(file.clone());
-        }
-    }
-    let file = entry.to_file(ntfs, fs)?;
-    if record_number != base {
-        let owner = file.base_file_record().file_record_number();
-        if owner != base {
-            return Err(NtfsError::ExtensionRecordOfOtherFile {
-                position: file.position(),
-                expected: base,
-                actual: owner,
-            });
-        }
-    }
-    *last = Some(file.clone());
-    Ok(file)
-}
-
-/// The attribute that Attribute List `entry` describes, in `file` (the record it references),
-/// checked to have the entry's name and, when non-resident, its lowest VCN.
-pub(crate) fn list_entry_attribute<'n, 'f>(
-    entry: &NtfsAttributeListEntry,
-    file: &'f NtfsFile<'n>,
-) -> Result<NtfsAttribute<'n, 'f>> {
-    let attribute = entry.to_attribute(file)?;
-    if attribute.name()?.0 != entry.name().0 {
-        return Err(NtfsError::AttributeNotFound {
-            position: entry.position(),
-            ty: entry.ty()?,
-        });
-    }
-    if !attribute.is_resident() && attribute.non_resident_lowest_vcn() != entry.lowest_vcn() {
-        return Err(NtfsError::AttributeExtentVcnMismatch {
-            position: attribute.position(),
-            expected: entry.lowest_vcn(),
-            actual: attribute.non_resident_lowest_vcn(),
-        });
-    }
-    Ok(attribute)
 }
 
 /// Iterator over

@@ -16,22 +16,42 @@ pub type Result<T, E = NtfsError> = core::result::Result<T, E>;
 #[derive(Debug, Display)]
 #[non_exhaustive]
 pub enum NtfsError {
-    /// The NTFS file at byte position {position:#x} has no attribute of type {ty:?}, but it was expected
-    AttributeNotFound {
+    /// The Attribute List entry at byte position {position:#x} describes a piece of a {ty:?} attribute starting at VCN {lowest_vcn}, but the list holds no first piece (VCN 0) of that attribute before it
+    AttributeListPieceWithoutStart {
         position: NtfsPosition,
         ty: NtfsAttributeType,
+        lowest_vcn: Vcn,
     },
-    /// The attribute extent at byte position {position:#x} starts at VCN {actual}, but the extents before it end at VCN {expected}
-    AttributeExtentVcnMismatch {
+    /// The piece of an attribute value at byte position {position:#x} starts at VCN {actual}, but the pieces before it end before VCN {expected}
+    AttributeListPieceOutOfOrder {
         position: NtfsPosition,
         expected: Vcn,
         actual: Vcn,
     },
-    /// The attribute list at byte position {position:#x} is {size} bytes long, more than the {max} bytes NTFS allows
-    AttributeListTooLarge {
+    /// The Attribute List names a piece starting at VCN {listed} for the attribute at byte position {position:#x}, which starts at VCN {actual}
+    AttributeListEntryMismatch {
         position: NtfsPosition,
-        size: u64,
-        max: u64,
+        listed: Vcn,
+        actual: Vcn,
+    },
+    /// The Attribute List entry at byte position {position:#x} is {length} bytes long, but only {remaining} bytes of the list are left
+    AttributeListEntryPastEnd {
+        position: NtfsPosition,
+        length: u16,
+        remaining: usize,
+    },
+    /// The NTFS File Record at byte position {position:#x} has a second Attribute List
+    DuplicateAttributeList { position: NtfsPosition },
+    /// A structure could not be parsed: {details}
+    Malformed { details: alloc::string::String },
+    /// The $MFT extension record {record} that maps MFT record {wanted} is not in the part of the $MFT its base record maps
+    MftExtensionNotReachable { record: u64, wanted: u64 },
+    /// MFT record {file_record_number} lies past the part of the $MFT that its base record maps, and the $MFT's Attribute List names no piece of its data that holds it
+    MftRecordNotMapped { file_record_number: u64 },
+    /// The NTFS file at byte position {position:#x} has no attribute of type {ty:?}, but it was expected
+    AttributeNotFound {
+        position: NtfsPosition,
+        ty: NtfsAttributeType,
     },
     /// The NTFS Attribute at byte position {position:#x} should have type {expected:?}, but it actually has type {actual:?}
     AttributeOfDifferentType {
@@ -69,18 +89,6 @@ pub enum NtfsError {
     InvalidClusterCountInDataRunHeader {
         position: NtfsPosition,
         cluster_count: u64,
-    },
-    /// The NTFS File Record at byte position {position:#x} is an extension record of file record {actual}, but the attribute list of file record {expected} references it
-    ExtensionRecordOfOtherFile {
-        position: NtfsPosition,
-        expected: u64,
-        actual: u64,
-    },
-    /// The attribute list entry at byte position {position:#x} needs {expected} bytes, but only {actual} bytes are left in the attribute list
-    InvalidAttributeListEntrySize {
-        position: NtfsPosition,
-        expected: usize,
-        actual: usize,
     },
     /// The NTFS File Record at byte position {position:#x} indicates an allocated size of {expected} bytes, but the record only has a size of {actual} bytes
     InvalidFileAllocatedSize {
@@ -207,17 +215,6 @@ pub enum NtfsError {
     Io(binrw::io::Error),
     /// The Logical Cluster Number (LCN) {lcn} is too big to be multiplied by the cluster size
     LcnTooBig { lcn: Lcn },
-    /// The attribute list entry at byte position {position:#x} begins attribute {ty:?} at VCN {lowest_vcn}, but no extent of it starts at VCN 0
-    MissingFirstAttributeExtent {
-        position: NtfsPosition,
-        ty: NtfsAttributeType,
-        lowest_vcn: Vcn,
-    },
-    /// The $MFT's attribute list entry at byte position {position:#x} places part of the $MFT in MFT record {file_record_number}, which lies outside the part of the $MFT described before it
-    MftExtensionRecordUnreachable {
-        position: NtfsPosition,
-        file_record_number: u64,
-    },
     /// The index root at byte position {position:#x} is a large index, but no matching index allocation attribute was provided
     MissingIndexAllocation { position: NtfsPosition },
     /// The NTFS file at byte position {position:#x} is not a directory
@@ -264,17 +261,15 @@ pub enum NtfsError {
 
 impl From<binrw::error::Error> for NtfsError {
     fn from(error: binrw::error::Error) -> Self {
+        // binrw wraps the I/O error of a field read (for example the end of a cut-short
+        // structure) in a backtrace with context; unwrap it. Whatever else binrw reports is a
+        // malformed structure, never a reason to panic.
         match error {
             binrw::error::Error::Io(io_error) => Self::Io(io_error),
-            // binrw 0.11 wraps an error inside a derived structure in a backtrace of the fields
-            // it was reading (e.g. an end of file in the middle of a header): unwrap it.
-            binrw::error::Error::Backtrace(backtrace) => Self::from(*backtrace.error),
-            // We don't use any binrw attributes that result in other errors, but a parser of
-            // untrusted data must not panic if that ever changes.
-            _ => Self::Io(binrw::io::Error::new(
-                binrw::io::ErrorKind::InvalidData,
-                "unexpected binrw error",
-            )),
+            binrw::error::Error::Backtrace(bt) => Self::from(*bt.error),
+            other => Self::Malformed {
+                details: alloc::format!("{other}"),
+            },
         }
     }
 }
@@ -300,3 +295,25 @@ impl From<NtfsError> for binrw::io::Error {
 #[cfg(feature = "std")]
 #[cfg_attr(docsrs, doc(cfg(feature = "std")))]
 impl std::error::Error for NtfsError {}
+
+#[cfg(test)]
+mod tests {
+    use super::NtfsError;
+    use binrw::error::ContextExt;
+
+    #[test]
+    fn binrw_errors_never_panic() {
+        // An I/O error wrapped in a backtrace (what binrw returns for a field cut short).
+        let io = binrw::io::Error::new(binrw::io::ErrorKind::UnexpectedEof, "cut short");
+        let wrapped = binrw::Error::Io(io).with_context(binrw::error::BacktraceFrame::Message(
+            "reading a field".into(),
+        ));
+        assert!(matches!(NtfsError::from(wrapped), NtfsError::Io(_)));
+        // Anything else binrw can report is a malformed structure.
+        let other = binrw::Error::AssertFail {
+            pos: 4,
+            message: "bad".into(),
+        };
+        assert!(matches!(NtfsError::from(other), NtfsError::Malformed { .. }));
+    }
+}

@@ -34,19 +34,15 @@
 //! Check out the [docs](https://docs.rs/ntfs), the tests, and the supplied [`ntfs-shell`](https://github.com/ColinFinck/ntfs/tree/master/examples/ntfs-shell) application for more examples on how to use the `ntfs` library.
 
 #![cfg_attr(not(feature = "std"), no_std)]
+// Patched copy (see PATCHES.md): keep the lints of newer compilers quiet in vendored code.
+#![allow(mismatched_lifetime_syntaxes)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
-// imgcheck: newer compilers than this release knew warn about elided lifetimes in four
-// upstream signatures; silence that rather than touch code no patch needs.
-#![allow(unknown_lints, mismatched_lifetime_syntaxes)]
 
 extern crate alloc;
 
 #[macro_use]
 mod helpers;
-
-#[cfg(test)]
-mod aged_tests;
 
 mod attribute;
 pub mod attribute_value;

@@ -6,24 +6,18 @@
 // Connected attributes are stored in a way that the first attribute reports the entire data size and all further attributes report a zero value length.
 // We have to go down to the Data Run level to get trustable lengths again, and this is what `NtfsAttributeListNonResidentAttributeValue` does here.
 
-//
-// imgcheck patch 1 (PATCHES.md): the extents of one attribute are the entries that follow its
-// first one with the same type and name (each extent has the instance number of the record it
-// is in, so instance numbers differ between extents), and each must start at the VCN where the
-// extents before it end.
-
-use arrayvec::ArrayVec;
 use binrw::io::{Read, Seek, SeekFrom};
-use nt_string::u16strle::U16StrLe;
 
 use super::{DataRunsState, NtfsDataRuns, StreamState};
-use crate::attribute::{list_entry_attribute, list_entry_record, NtfsAttribute, NtfsAttributeType};
+use crate::attribute::{NtfsAttribute, NtfsAttributeType};
 use crate::error::{NtfsError, Result};
 use crate::file::NtfsFile;
 use crate::ntfs::Ntfs;
-use crate::structured_values::{NtfsAttributeListEntries, NtfsAttributeListEntry, NAME_MAX_SIZE};
+use crate::structured_values::{NtfsAttributeListEntries, NtfsAttributeListEntry};
 use crate::traits::NtfsReadSeek;
 use crate::types::{NtfsPosition, Vcn};
+
+use alloc::vec::Vec;
 
 /// Reader for a non-resident attribute value that is part of an Attribute List.
 ///
@@ -44,8 +38,6 @@ pub struct NtfsAttributeListNonResidentAttributeValue<'n, 'f> {
     attribute_state: Option<AttributeState<'n>>,
     /// Iteration state of the current Data Run.
     stream_state: StreamState,
-    /// VCN at which the extents read so far end (where the next one must start).
-    next_vcn: u64,
 }
 
 impl<'n, 'f> NtfsAttributeListNonResidentAttributeValue<'n, 'f> {
@@ -53,29 +45,13 @@ impl<'n, 'f> NtfsAttributeListNonResidentAttributeValue<'n, 'f> {
         ntfs: &'n Ntfs,
         fs: &mut T,
         attribute_list_entries: NtfsAttributeListEntries<'n, 'f>,
-        instance: u16,
         ty: NtfsAttributeType,
-        name: U16StrLe,
-        base_record: u64,
         data_size: u64,
     ) -> Result<Self>
     where
         T: Read + Seek,
     {
-        let name =
-            ArrayVec::try_from(name.0).map_err(|_| NtfsError::InvalidStructuredValueSize {
-                position: NtfsPosition::none(),
-                ty,
-                expected: NAME_MAX_SIZE as u64,
-                actual: name.0.len() as u64,
-            })?;
-        let connected_entries = AttributeListConnectedEntries::new(
-            attribute_list_entries.clone(),
-            instance,
-            ty,
-            name,
-            base_record,
-        );
+        let connected_entries = AttributeListConnectedEntries::new(attribute_list_entries.clone(), ty);
         let stream_state = StreamState::new(data_size);
 
         let mut value = Self {
@@ -85,7 +61,6 @@ impl<'n, 'f> NtfsAttributeListNonResidentAttributeValue<'n, 'f> {
             data_size,
             attribute_state: None,
             stream_state,
-            next_vcn: 0,
         };
         value.next_attribute(fs)?;
 
@@ -156,29 +131,14 @@ impl<'n, 'f> NtfsAttributeListNonResidentAttributeValue<'n, 'f> {
     {
         // Do we have another connected attribute?
         let entry = match self.connected_entries.next(fs) {
-            Some(entry) => entry?,
+            Some(entry) => entry,
             None => return Ok(false),
         };
 
-        // This extent must continue where the ones before it end.
-        if entry.lowest_vcn().value() as u64 != self.next_vcn {
-            return Err(NtfsError::AttributeExtentVcnMismatch {
-                position: entry.position(),
-                expected: Vcn::from(self.next_vcn as i64),
-                actual: entry.lowest_vcn(),
-            });
-        }
-        self.load_extent(fs, &entry)
-    }
-
-    /// Makes the extent that `entry` describes the current one, at its first Data Run.
-    fn load_extent<T>(&mut self, fs: &mut T, entry: &NtfsAttributeListEntry) -> Result<bool>
-    where
-        T: Read + Seek,
-    {
         // Read the correspoding File Record into an `NtfsFile` and get the corresponding `NtfsAttribute`.
-        let file = self.connected_entries.record(self.ntfs, fs, entry)?;
-        let attribute = list_entry_attribute(entry, &file)?;
+        let entry = entry?;
+        let file = entry.to_file(self.ntfs, fs)?;
+        let attribute = entry.to_attribute(&file)?;
         let attribute_offset = attribute.offset();
 
         // Connected attributes must always be non-resident. Verify that.
@@ -188,15 +148,27 @@ impl<'n, 'f> NtfsAttributeListNonResidentAttributeValue<'n, 'f> {
             });
         }
 
+        // Each piece must start where the previous one ended: the data runs of all pieces are
+        // read as one stream, so a missing or repeated piece would shift every byte after it.
+        let (lowest_vcn, highest_vcn) = attribute.non_resident_vcn_range();
+        if lowest_vcn != entry.lowest_vcn() {
+            return Err(NtfsError::AttributeListEntryMismatch {
+                position: attribute.position(),
+                listed: entry.lowest_vcn(),
+                actual: lowest_vcn,
+            });
+        }
+        if lowest_vcn != self.connected_entries.next_vcn {
+            return Err(NtfsError::AttributeListPieceOutOfOrder {
+                position: attribute.position(),
+                expected: self.connected_entries.next_vcn,
+                actual: lowest_vcn,
+            });
+        }
+        self.connected_entries.next_vcn = Vcn::from(highest_vcn.value().saturating_add(1));
+
         // Get an `NtfsDataRuns` iterator for iterating through the attribute value's data runs.
         let (data, position) = attribute.non_resident_value_data_and_position()?;
-        let cluster_size = self.ntfs.cluster_size() as u64;
-        self.next_vcn = entry.lowest_vcn().value() as u64;
-        for run in NtfsDataRuns::new(self.ntfs, data, position) {
-            self.next_vcn = self
-                .next_vcn
-                .saturating_add(run?.allocated_size() / cluster_size);
-        }
         let mut stream_data_runs = NtfsDataRuns::new(self.ntfs, data, position);
 
         // Get the first Data Run already here to save time and let `data_position` return something meaningful.
@@ -218,50 +190,22 @@ impl<'n, 'f> NtfsAttributeListNonResidentAttributeValue<'n, 'f> {
         Ok(true)
     }
 
-    /// Makes the extent holding byte `target` of the value (the last extent when `target` is
-    /// past them all) the current one, at its first Data Run, and returns where it starts. Only
-    /// the record of that extent is read: the extents before it are skipped by the lowest VCNs
-    /// in their Attribute List entries (imgcheck patch 5: index lookups and seeks would
-    /// otherwise read every record before the one they need).
-    fn jump_to_extent<T>(&mut self, fs: &mut T, target: u64) -> Result<u64>
-    where
-        T: Read + Seek,
-    {
-        let cluster_size = self.ntfs.cluster_size() as u64;
-        self.connected_entries.attribute_list_entries =
-            Some(self.initial_attribute_list_entries.clone());
-        self.connected_entries.first = true;
-        let mut chosen = None;
-        loop {
-            let before = self.connected_entries.attribute_list_entries.clone();
-            let first = self.connected_entries.first;
-            let entry = match self.connected_entries.next(fs) {
-                Some(entry) => entry?,
-                None => break,
-            };
-            let start = (entry.lowest_vcn().value() as u64).saturating_mul(cluster_size);
-            if chosen.is_some() && start > target {
-                // Not consumed: it is the extent after the chosen one.
-                self.connected_entries.attribute_list_entries = before;
-                self.connected_entries.first = first;
-                break;
-            }
-            chosen = Some((entry, start));
-        }
-        let (entry, start) = chosen.ok_or(NtfsError::AttributeNotFound {
-            position: NtfsPosition::none(),
-            ty: self.connected_entries.ty,
-        })?;
-        self.stream_state = StreamState::new(self.len());
-        self.attribute_state = None;
-        self.load_extent(fs, &entry)?;
-        self.stream_state.set_stream_position(start);
-        Ok(start)
-    }
-
     /// Returns the [`Ntfs`] object reference associated to this value.
     pub fn ntfs(&self) -> &'n Ntfs {
         self.ntfs
+    }
+
+    /// Rewinds this value reader to the very beginning.
+    fn rewind<T>(&mut self, fs: &mut T) -> Result<()>
+    where
+        T: Read + Seek,
+    {
+        self.connected_entries =
+            AttributeListConnectedEntries::new(self.initial_attribute_list_entries.clone(), self.connected_entries.ty);
+        self.stream_state = StreamState::new(self.len());
+        self.next_attribute(fs)?;
+
+        Ok(())
     }
 }
 
@@ -303,24 +247,13 @@ impl<'n, 'f> NtfsReadSeek for NtfsAttributeListNonResidentAttributeValue<'n, 'f>
         T: Read + Seek,
     {
         let pos = self.stream_state.optimize_seek(pos, self.len())?;
-        let target = match pos {
-            SeekFrom::Start(n) => n,
-            SeekFrom::Current(n) if n >= 0 => self.stream_position().saturating_add(n as u64),
-            _ => unreachable!(),
-        };
 
-        // Outside the current extent, start from the extent holding the target.
-        let cluster_size = self.ntfs.cluster_size() as u64;
-        let pos = if matches!(pos, SeekFrom::Start(_))
-            || target >= self.next_vcn.saturating_mul(cluster_size)
-        {
-            let start = self.jump_to_extent(fs, target)?;
-            SeekFrom::Current((target - start) as i64)
-        } else {
-            pos
-        };
         let mut bytes_left_to_seek = match pos {
-            SeekFrom::Current(n) => n as u64,
+            SeekFrom::Start(n) => {
+                self.rewind(fs)?;
+                n
+            }
+            SeekFrom::Current(n) if n >= 0 => n as u64,
             _ => unreachable!(),
         };
 
@@ -351,7 +284,13 @@ impl<'n, 'f> NtfsReadSeek for NtfsAttributeListNonResidentAttributeValue<'n, 'f>
             }
         }
 
-        self.stream_state.set_stream_position(target);
+        match pos {
+            SeekFrom::Start(n) => self.stream_state.set_stream_position(n),
+            SeekFrom::Current(n) => self
+                .stream_state
+                .set_stream_position(self.stream_position() + n as u64),
+            _ => unreachable!(),
+        }
 
         Ok(self.stream_position())
     }
@@ -361,37 +300,26 @@ impl<'n, 'f> NtfsReadSeek for NtfsAttributeListNonResidentAttributeValue<'n, 'f>
     }
 }
 
+/// The pieces of one attribute in an Attribute List: the entry the iterator starts at (the
+/// first piece, lowest VCN 0) and the entries after it with the same type and name and a
+/// nonzero lowest VCN. (Instance numbers are per record, so they do not tie pieces together.)
 #[derive(Clone, Debug)]
 struct AttributeListConnectedEntries<'n, 'f> {
     attribute_list_entries: Option<NtfsAttributeListEntries<'n, 'f>>,
-    /// Instance number of the first extent (in its record).
-    instance: u16,
     ty: NtfsAttributeType,
-    name: ArrayVec<u8, NAME_MAX_SIZE>,
-    /// Whether the next entry is the first extent.
-    first: bool,
-    /// Record number of the file (its base record).
-    base_record: u64,
-    /// The record read last.
-    last: Option<NtfsFile<'n>>,
+    /// Name of the attribute, known once the first piece has been read.
+    name: Option<Vec<u8>>,
+    /// The VCN the next piece must start at.
+    next_vcn: Vcn,
 }
 
 impl<'n, 'f> AttributeListConnectedEntries<'n, 'f> {
-    fn new(
-        attribute_list_entries: NtfsAttributeListEntries<'n, 'f>,
-        instance: u16,
-        ty: NtfsAttributeType,
-        name: ArrayVec<u8, NAME_MAX_SIZE>,
-        base_record: u64,
-    ) -> Self {
+    fn new(attribute_list_entries: NtfsAttributeListEntries<'n, 'f>, ty: NtfsAttributeType) -> Self {
         Self {
             attribute_list_entries: Some(attribute_list_entries),
-            instance,
             ty,
-            name,
-            first: true,
-            base_record,
-            last: None,
+            name: None,
+            next_vcn: Vcn::from(0),
         }
     }
 
@@ -402,32 +330,23 @@ impl<'n, 'f> AttributeListConnectedEntries<'n, 'f> {
         let attribute_list_entries = self.attribute_list_entries.as_mut()?;
 
         let entry = iter_try!(attribute_list_entries.next(fs)?);
-        let connected = iter_try!(entry.ty()) == self.ty
-            && if self.first {
-                entry.instance() == self.instance && entry.lowest_vcn().value() == 0
-            } else {
-                entry.lowest_vcn().value() != 0 && entry.name().0 == &self.name[..]
-            };
-        if connected {
-            self.first = false;
+        let same_attribute = match &self.name {
+            None => true,
+            Some(name) => {
+                iter_try!(entry.ty()) == self.ty
+                    && entry.lowest_vcn().value() != 0
+                    && name[..] == *entry.name().0
+            }
+        };
+        if same_attribute {
+            if self.name.is_none() {
+                self.name = Some(entry.name().0.to_vec());
+            }
             Some(Ok(entry))
         } else {
             self.attribute_list_entries = None;
             None
         }
-    }
-
-    /// The record holding the extent `entry` describes, checked to belong to the file.
-    fn record<T>(
-        &mut self,
-        ntfs: &'n Ntfs,
-        fs: &mut T,
-        entry: &NtfsAttributeListEntry,
-    ) -> Result<NtfsFile<'n>>
-    where
-        T: Read + Seek,
-    {
-        list_entry_record(fs, ntfs, self.base_record, entry, &mut self.last)
     }
 }
 

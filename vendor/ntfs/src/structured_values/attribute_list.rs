@@ -3,9 +3,6 @@
 
 use core::mem;
 
-use alloc::sync::Arc;
-use alloc::vec;
-use alloc::vec::Vec;
 use arrayvec::ArrayVec;
 use binrw::io::{Cursor, Read, Seek, SeekFrom};
 use binrw::{BinRead, BinReaderExt};
@@ -26,7 +23,7 @@ const ATTRIBUTE_LIST_ENTRY_HEADER_SIZE: usize = 26;
 
 /// [`AttributeListEntryHeader::name_length`] is an `u8` length field specifying the number of UTF-16 code points.
 /// Hence, the name occupies up to 510 bytes.
-pub(crate) const NAME_MAX_SIZE: usize = (u8::MAX as usize) * mem::size_of::<u16>();
+const NAME_MAX_SIZE: usize = (u8::MAX as usize) * mem::size_of::<u16>();
 
 #[allow(unused)]
 #[derive(BinRead, Clone, Debug)]
@@ -112,76 +109,14 @@ impl<'n, 'f> NtfsStructuredValue<'n, 'f> for NtfsAttributeList<'n, 'f> {
 ///   returning an [`NtfsAttributeListEntry`] for each entry.
 ///
 /// This iterator is returned from the [`NtfsAttributeList::entries`] function.
-//
-// imgcheck patch 5 (PATCHES.md): a non-resident list is read into memory once, on the first call
-// of `next`, and shared by the clones of this iterator (which `NtfsAttributes` makes for every
-// entry), instead of being read with several small reads per entry. Patch 4: an entry that does
-// not fit in what is left of the list is an error, not a panic or a silent end.
 #[derive(Clone, Debug)]
 pub struct NtfsAttributeListEntries<'n, 'f> {
     attribute_list: NtfsAttributeList<'n, 'f>,
-    /// The bytes of a non-resident list, once read.
-    bytes: Option<Arc<ListBytes>>,
-    /// Offset of the next entry in the list.
-    offset: usize,
 }
-
-/// The bytes of a non-resident attribute list and where its data runs lie on the filesystem.
-#[derive(Debug)]
-struct ListBytes {
-    data: Vec<u8>,
-    /// (offset in `data`, absolute position) of the start of each data run.
-    runs: Vec<(usize, NtfsPosition)>,
-}
-
-impl ListBytes {
-    fn read<T>(fs: &mut T, value: &NtfsNonResidentAttributeValue) -> Result<Self>
-    where
-        T: Read + Seek,
-    {
-        let len = value.len();
-        if len > MAX_ATTRIBUTE_LIST_SIZE {
-            return Err(NtfsError::AttributeListTooLarge {
-                position: value.data_position(),
-                size: len,
-                max: MAX_ATTRIBUTE_LIST_SIZE,
-            });
-        }
-        let mut runs = Vec::new();
-        let mut offset = 0u64;
-        for run in value.data_runs() {
-            if offset >= len {
-                break;
-            }
-            let run = run?;
-            runs.push((offset as usize, run.data_position()));
-            offset = offset.saturating_add(run.allocated_size());
-        }
-        let mut data = vec![0u8; len as usize];
-        let mut value = value.clone();
-        value.seek(fs, SeekFrom::Start(0))?;
-        value.read_exact(fs, &mut data)?;
-        Ok(Self { data, runs })
-    }
-
-    fn position(&self, offset: usize) -> NtfsPosition {
-        match self.runs.iter().rev().find(|(start, _)| *start <= offset) {
-            Some((start, position)) if position.value().is_some() => *position + (offset - *start),
-            _ => NtfsPosition::none(),
-        }
-    }
-}
-
-/// The largest attribute list NTFS allows (256 KiB; ntfs-3g refuses larger ones too).
-const MAX_ATTRIBUTE_LIST_SIZE: u64 = 256 * 1024;
 
 impl<'n, 'f> NtfsAttributeListEntries<'n, 'f> {
     fn new(attribute_list: NtfsAttributeList<'n, 'f>) -> Self {
-        Self {
-            attribute_list,
-            bytes: None,
-            offset: 0,
-        }
+        Self { attribute_list }
     }
 
     /// See [`Iterator::next`].
@@ -189,47 +124,60 @@ impl<'n, 'f> NtfsAttributeListEntries<'n, 'f> {
     where
         T: Read + Seek,
     {
-        let (data, position) = match &self.attribute_list {
-            NtfsAttributeList::Resident(slice, position) => (*slice, *position + self.offset),
-            NtfsAttributeList::NonResident(value) => {
-                if self.bytes.is_none() {
-                    self.bytes = Some(Arc::new(iter_try!(ListBytes::read(fs, value))));
-                }
-                let bytes = self.bytes.as_deref().unwrap();
-                (&bytes.data[..], bytes.position(self.offset))
-            }
-        };
-        let entry = iter_try!(Self::parse(data, self.offset, position)?);
-        self.offset += entry.list_entry_length() as usize;
+        match &mut self.attribute_list {
+            NtfsAttributeList::Resident(slice, position) => Self::next_resident(slice, position),
+            NtfsAttributeList::NonResident(value) => Self::next_non_resident(fs, value),
+        }
+    }
+
+    fn next_non_resident<T>(
+        fs: &mut T,
+        value: &mut NtfsNonResidentAttributeValue<'n, 'f>,
+    ) -> Option<Result<NtfsAttributeListEntry>>
+    where
+        T: Read + Seek,
+    {
+        if value.stream_position() >= value.len() {
+            return None;
+        }
+
+        // Get the current entry.
+        let mut value_attached = value.clone().attach(fs);
+        let position = value.data_position();
+        let entry = iter_try!(NtfsAttributeListEntry::new(&mut value_attached, position));
+
+        // Advance our iterator to the next entry.
+        iter_try!(value.seek(fs, SeekFrom::Current(entry.list_entry_length() as i64)));
+
         Some(Ok(entry))
     }
 
-    /// The entry at `offset` of the list `data`, checked to lie within it.
-    fn parse(
-        data: &[u8],
-        offset: usize,
-        position: NtfsPosition,
+    fn next_resident(
+        slice: &mut &'f [u8],
+        position: &mut NtfsPosition,
     ) -> Option<Result<NtfsAttributeListEntry>> {
-        let rest = data.get(offset..).unwrap_or_default();
-        if rest.is_empty() {
+        if slice.is_empty() {
             return None;
         }
-        if rest.len() < ATTRIBUTE_LIST_ENTRY_HEADER_SIZE {
-            return Some(Err(NtfsError::InvalidAttributeListEntrySize {
-                position,
-                expected: ATTRIBUTE_LIST_ENTRY_HEADER_SIZE,
-                actual: rest.len(),
-            }));
-        }
-        let mut cursor = Cursor::new(rest);
-        let entry = iter_try!(NtfsAttributeListEntry::new(&mut cursor, position));
-        if entry.list_entry_length() as usize > rest.len() {
-            return Some(Err(NtfsError::InvalidAttributeListEntrySize {
-                position,
-                expected: entry.list_entry_length() as usize,
-                actual: rest.len(),
-            }));
-        }
+
+        // Get the current entry.
+        let mut cursor = Cursor::new(*slice);
+        let entry = iter_try!(NtfsAttributeListEntry::new(&mut cursor, *position));
+
+        // Advance our iterator to the next entry. An entry longer than what is left of the
+        // list is an error (it used to end the list silently, dropping the entry).
+        let bytes_to_advance = entry.list_entry_length() as usize;
+        *slice = match slice.get(bytes_to_advance..) {
+            Some(rest) => rest,
+            None => {
+                return Some(Err(NtfsError::AttributeListEntryPastEnd {
+                    position: *position,
+                    length: entry.list_entry_length(),
+                    remaining: slice.len(),
+                }))
+            }
+        };
+        *position += bytes_to_advance;
         Some(Ok(entry))
     }
 }

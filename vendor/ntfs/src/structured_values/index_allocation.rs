@@ -14,9 +14,6 @@ use crate::structured_values::NtfsStructuredValue;
 use crate::traits::NtfsReadSeek;
 use crate::types::Vcn;
 
-/// Size of the units in which index VCNs count when index records are smaller than a cluster.
-const INDEX_BLOCK_VCN_SIZE: u32 = 512;
-
 /// Structure of an $INDEX_ALLOCATION attribute.
 ///
 /// This attribute describes the sub-nodes of a B-tree.
@@ -37,6 +34,9 @@ pub struct NtfsIndexAllocation<'n, 'f> {
     value: NtfsAttributeValue<'n, 'f>,
 }
 
+/// The unit of index VCNs when index records are smaller than a cluster.
+const INDEX_BLOCK_SIZE: u64 = 512;
+
 impl<'n, 'f> NtfsIndexAllocation<'n, 'f> {
     /// Returns the [`NtfsIndexRecord`] located at the given Virtual Cluster Number (VCN).
     ///
@@ -55,21 +55,29 @@ impl<'n, 'f> NtfsIndexAllocation<'n, 'f> {
     where
         T: Read + Seek,
     {
-        // Seek to the byte offset of the given VCN.
-        // imgcheck patch 3 (PATCHES.md): index VCNs count clusters only when index records are
-        // at least a cluster large; smaller index records (clusters above 4 KiB) are addressed
-        // in 512-byte units, as ntfs-3g and Windows do.
+        // Seek to the byte offset of the given VCN. Index VCNs count clusters when an index
+        // record is at least a cluster, and 512-byte blocks when it is smaller (clusters over
+        // 4 KiB with 4 KiB index records), as NTFS and ntfs-3g define them.
         let mut value = self.value.clone();
-        let vcn_size = if index_record_size >= self.ntfs.cluster_size() {
-            self.ntfs.cluster_size()
+        let unit = if index_record_size < self.ntfs.cluster_size() {
+            INDEX_BLOCK_SIZE
         } else {
-            INDEX_BLOCK_VCN_SIZE
+            u64::from(self.ntfs.cluster_size())
         };
-        let offset = vcn
-            .value()
-            .checked_mul(vcn_size as i64)
-            .ok_or(NtfsError::VcnTooBig { vcn })?;
-        value.seek(fs, SeekFrom::Start(offset as u64))?;
+        let offset = u64::try_from(vcn.value())
+            .ok()
+            .and_then(|v| v.checked_mul(unit))
+            .ok_or(NtfsError::VcnOutOfBoundsInIndexAllocation {
+                position: self.value.data_position(),
+                vcn,
+            })?;
+        if offset >= value.len() {
+            return Err(NtfsError::VcnOutOfBoundsInIndexAllocation {
+                position: self.value.data_position(),
+                vcn,
+            });
+        }
+        value.seek(fs, SeekFrom::Start(offset))?;
 
         if value.stream_position() >= value.len() {
             return Err(NtfsError::VcnOutOfBoundsInIndexAllocation {
