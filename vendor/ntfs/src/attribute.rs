@@ -22,7 +22,7 @@ use crate::attribute_value::{
 use crate::error::{NtfsError, Result};
 use crate::file::NtfsFile;
 use crate::structured_values::{
-    NtfsAttributeList, NtfsAttributeListEntries, NtfsStructuredValue,
+    NtfsAttributeList, NtfsAttributeListEntries, NtfsAttributeListEntry, NtfsStructuredValue,
     NtfsStructuredValueFromResidentAttributeValue,
 };
 use crate::types::{NtfsPosition, Vcn};
@@ -429,11 +429,19 @@ impl<'n, 'f> NtfsAttribute<'n, 'f> {
             });
         }
 
+        // The header fields read later (sizes, VCNs, the data runs offset) must lie within the
+        // attribute: they are read from the record without further bounds checks, and one read
+        // past the record's end would panic (PATCHES.md section 4).
         let attribute_length = self.attribute_length() as usize;
-        if attribute_length < ATTRIBUTE_HEADER_SIZE {
+        let header_size = if self.is_resident() {
+            mem::size_of::<NtfsResidentAttributeHeader>()
+        } else {
+            mem::size_of::<NtfsNonResidentAttributeHeader>()
+        };
+        if attribute_length < header_size {
             return Err(NtfsError::InvalidAttributeLength {
                 position: self.position(),
-                expected: ATTRIBUTE_HEADER_SIZE,
+                expected: header_size,
                 actual: attribute_length,
             });
         }
@@ -569,6 +577,8 @@ pub struct NtfsAttributes<'n, 'f> {
     /// Instances of the base record's attributes that the Attribute List names (returned from
     /// the list, so the raw iteration after the list skips them).
     listed_in_base: Vec<u16>,
+    /// The extension record read last: the entries that follow in the same record reuse it.
+    last_file: Option<NtfsFile<'n>>,
 }
 
 impl<'n, 'f> NtfsAttributes<'n, 'f> {
@@ -579,6 +589,7 @@ impl<'n, 'f> NtfsAttributes<'n, 'f> {
             list_current: None,
             returned_before_list: Vec::new(),
             listed_in_base: Vec::new(),
+            last_file: None,
         }
     }
 
@@ -601,6 +612,30 @@ impl<'n, 'f> NtfsAttributes<'n, 'f> {
     /// lowest VCN, not by instance numbers: each piece has the instance number of the record it
     /// is stored in, and those are unrelated.
     pub fn next<T>(&mut self, fs: &mut T) -> Option<Result<NtfsAttributeItem<'n, 'f>>>
+    where
+        T: Read + Seek,
+    {
+        self.next_filtered(fs, None)
+    }
+
+    /// Like [`NtfsAttributes::next`], but only for attributes of type `ty`: the extension
+    /// records holding only other attributes are not read (PATCHES.md section 5).
+    pub(crate) fn next_of_type<T>(
+        &mut self,
+        fs: &mut T,
+        ty: NtfsAttributeType,
+    ) -> Option<Result<NtfsAttributeItem<'n, 'f>>>
+    where
+        T: Read + Seek,
+    {
+        self.next_filtered(fs, Some(ty))
+    }
+
+    fn next_filtered<T>(
+        &mut self,
+        fs: &mut T,
+        filter: Option<NtfsAttributeType>,
+    ) -> Option<Result<NtfsAttributeItem<'n, 'f>>>
     where
         T: Read + Seek,
     {
@@ -650,6 +685,9 @@ impl<'n, 'f> NtfsAttributes<'n, 'f> {
                     if in_base && self.returned_before_list.contains(&entry_instance) {
                         continue;
                     }
+                    if filter.is_some_and(|ty| ty != entry_ty) {
+                        continue;
+                    }
 
                     let (attribute_value_file, attribute_offset, is_resident) = if in_base {
                         let attribute = iter_try!(self.raw_iter.file.find_resident_attribute(
@@ -659,8 +697,9 @@ impl<'n, 'f> NtfsAttributes<'n, 'f> {
                         ));
                         (None, attribute.offset(), attribute.is_resident())
                     } else {
-                        let ntfs = self.raw_iter.file.ntfs();
-                        let entry_file = iter_try!(entry.to_file(ntfs, fs));
+                        let base = self.raw_iter.file;
+                        let entry_file =
+                            iter_try!(extension_record(fs, base, &entry, &mut self.last_file));
                         let entry_attribute = iter_try!(entry.to_attribute(&entry_file));
                         let offset = entry_attribute.offset();
                         let is_resident = entry_attribute.is_resident();
@@ -694,6 +733,8 @@ impl<'n, 'f> NtfsAttributes<'n, 'f> {
             {
                 // Already returned in the list's order.
                 continue;
+            } else if filter.is_some_and(|ty| attribute.ty().ok() != Some(ty)) {
+                continue;
             } else {
                 if self.list_entries.is_none() {
                     self.returned_before_list.push(attribute.instance());
@@ -708,6 +749,35 @@ impl<'n, 'f> NtfsAttributes<'n, 'f> {
             }
         }
     }
+}
+
+/// The extension record of `base` that Attribute List `entry` references, checked to belong to
+/// `base` (an entry naming another file's record is an error, not that file's attributes).
+/// `last` holds the extension record read last and is returned again when `entry` names it.
+pub(crate) fn extension_record<'n, T>(
+    fs: &mut T,
+    base: &NtfsFile<'n>,
+    entry: &NtfsAttributeListEntry,
+    last: &mut Option<NtfsFile<'n>>,
+) -> Result<NtfsFile<'n>>
+where
+    T: Read + Seek,
+{
+    let record = entry.base_file_reference().file_record_number();
+    if let Some(file) = last.as_ref().filter(|f| f.file_record_number() == record) {
+        return Ok(file.clone());
+    }
+    let file = entry.to_file(base.ntfs(), fs)?;
+    let owner = file.base_file_record().file_record_number();
+    if owner != base.file_record_number() {
+        return Err(NtfsError::ExtensionRecordOfOtherFile {
+            position: file.position(),
+            expected: base.file_record_number(),
+            actual: owner,
+        });
+    }
+    *last = Some(file.clone());
+    Ok(file)
 }
 
 /// Iterator over

@@ -40,6 +40,18 @@ pub enum NtfsError {
         length: u16,
         remaining: usize,
     },
+    /// The attribute list at byte position {position:#x} is {size} bytes long, more than the {max} bytes NTFS allows
+    AttributeListTooLarge {
+        position: NtfsPosition,
+        size: u64,
+        max: u64,
+    },
+    /// The NTFS File Record at byte position {position:#x} is an extension record of file record {actual}, but the attribute list of file record {expected} references it
+    ExtensionRecordOfOtherFile {
+        position: NtfsPosition,
+        expected: u64,
+        actual: u64,
+    },
     /// The NTFS File Record at byte position {position:#x} has a second Attribute List
     DuplicateAttributeList { position: NtfsPosition },
     /// A structure could not be parsed: {details}
@@ -314,6 +326,9 @@ mod tests {
             pos: 4,
             message: "bad".into(),
         };
-        assert!(matches!(NtfsError::from(other), NtfsError::Malformed { .. }));
+        assert!(matches!(
+            NtfsError::from(other),
+            NtfsError::Malformed { .. }
+        ));
     }
 }

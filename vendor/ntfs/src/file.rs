@@ -6,6 +6,7 @@ use core::fmt;
 use core::num::NonZeroU64;
 
 use alloc::vec;
+use alloc::vec::Vec;
 use binrw::io::{Read, Seek, SeekFrom};
 use bitflags::bitflags;
 use byteorder::{ByteOrder, LittleEndian};
@@ -143,7 +144,17 @@ impl<'n> NtfsFile<'n> {
         let mut data = vec![0; ntfs.file_record_size() as usize];
         fs.seek(SeekFrom::Start(position.get()))?;
         fs.read_exact(&mut data)?;
+        Self::from_data(ntfs, data, position, file_record_number)
+    }
 
+    /// The File Record in `data` (as read from the filesystem, before the fixups), which starts
+    /// at byte `position`.
+    pub(crate) fn from_data(
+        ntfs: &'n Ntfs,
+        data: Vec<u8>,
+        position: NonZeroU64,
+        file_record_number: u64,
+    ) -> Result<Self> {
         let mut record = Record::new(data, position.into());
         Self::validate_signature(&record)?;
         record.fixup()?;
@@ -156,6 +167,14 @@ impl<'n> NtfsFile<'n> {
         file.validate_sizes()?;
 
         Ok(file)
+    }
+
+    /// Returns a reference to the base File Record when this File Record is an extension
+    /// record (it holds attributes of the base record's file), and a reference to File Record 0
+    /// otherwise.
+    pub fn base_file_record(&self) -> NtfsFileReference {
+        let start = offset_of!(FileRecordHeader, base_file_record);
+        NtfsFileReference::new(self.record.data()[start..start + 8].try_into().unwrap())
     }
 
     /// Returns the allocated size of this NTFS File Record, in bytes.
@@ -224,14 +243,10 @@ impl<'n> NtfsFile<'n> {
             }
         };
 
-        while let Some(item) = iter.next(fs) {
+        // imgcheck (PATCHES.md section 5): only the records holding $DATA attributes are read.
+        while let Some(item) = iter.next_of_type(fs, NtfsAttributeType::Data) {
             let item = iter_try!(item);
             let attribute = iter_try!(item.to_attribute());
-
-            let ty = iter_try!(attribute.ty());
-            if ty != NtfsAttributeType::Data {
-                continue;
-            }
 
             let name = iter_try!(attribute.name());
             if !equal(self.ntfs, &name, data_stream_name) {
@@ -319,13 +334,11 @@ impl<'n> NtfsFile<'n> {
     {
         let mut iter = self.attributes();
 
-        while let Some(item) = iter.next(fs) {
+        // imgcheck (PATCHES.md section 5): only the records holding attributes of type `ty`
+        // are read.
+        while let Some(item) = iter.next_of_type(fs, ty) {
             let item = item?;
             let attribute = item.to_attribute()?;
-
-            if attribute.ty()? != ty {
-                continue;
-            }
 
             if let Some(name) = match_name {
                 if attribute.name()? != name {
@@ -451,14 +464,11 @@ impl<'n> NtfsFile<'n> {
     {
         let mut iter = self.attributes();
 
-        while let Some(item) = iter.next(fs) {
+        // imgcheck (PATCHES.md section 5): only the records holding $FILE_NAME attributes are
+        // read.
+        while let Some(item) = iter.next_of_type(fs, NtfsAttributeType::FileName) {
             let item = iter_try!(item);
             let attribute = iter_try!(item.to_attribute());
-
-            let ty = iter_try!(attribute.ty());
-            if ty != NtfsAttributeType::FileName {
-                continue;
-            }
 
             let file_name = iter_try!(attribute.structured_value::<_, NtfsFileName>(fs));
 

@@ -44,6 +44,10 @@ extern crate alloc;
 #[macro_use]
 mod helpers;
 
+// imgcheck: tests of the patches on volumes libntfs-3g made (PATCHES.md).
+#[cfg(test)]
+mod aged_tests;
+
 mod attribute;
 pub mod attribute_value;
 mod boot_sector;

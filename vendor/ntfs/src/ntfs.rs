@@ -3,17 +3,18 @@
 
 use core::num::NonZeroU64;
 
+use alloc::vec;
+use alloc::vec::Vec;
 use binrw::io::{Read, Seek, SeekFrom};
 use binrw::BinReaderExt;
 
-use crate::attribute::NtfsAttributeType;
+use crate::attribute::{NtfsAttribute, NtfsAttributeType};
 use crate::attribute_value::NtfsDataRuns;
 use crate::boot_sector::BootSector;
 use crate::error::{NtfsError, Result};
 use crate::file::{KnownNtfsFileRecordNumber, NtfsFile};
 use crate::structured_values::{NtfsAttributeList, NtfsVolumeInformation, NtfsVolumeName};
-use crate::traits::NtfsReadSeek;
-use crate::types::NtfsPosition;
+use crate::types::{NtfsPosition, Vcn};
 use crate::upcase_table::UpcaseTable;
 
 /// Root structure describing an NTFS filesystem.
@@ -33,6 +34,11 @@ pub struct Ntfs {
     serial_number: u64,
     /// Table of Unicode uppercase characters (only required for case-insensitive comparisons).
     upcase_table: Option<UpcaseTable>,
+    /// Where the $MFT's clusters lie, from all pieces of its $DATA (PATCHES.md section 6):
+    /// (first VCN, cluster count, LCN or `None` for a sparse run), in VCN order.
+    mft_runs: Vec<(u64, u64, Option<u64>)>,
+    /// Size of the $MFT's data, in bytes.
+    mft_data_size: u64,
 }
 
 impl Ntfs {
@@ -70,10 +76,121 @@ impl Ntfs {
             file_record_size,
             serial_number,
             upcase_table,
+            mft_runs: Vec::new(),
+            mft_data_size: 0,
         };
         ntfs.mft_position = bpb.mft_lcn()?.position(&ntfs)?;
+        let (mft_runs, mft_data_size) = ntfs.read_mft_runs(fs)?;
+        ntfs.mft_runs = mft_runs;
+        ntfs.mft_data_size = mft_data_size;
 
         Ok(ntfs)
+    }
+
+    /// The runs of the $MFT's $DATA and its size: those of the piece in record 0 and, when
+    /// record 0 has an Attribute List, those of the pieces it places in extension records
+    /// (section 3). Each extension record must lie in the part of the $MFT that the pieces
+    /// before it map, which also rules out loops.
+    fn read_mft_runs<T>(&self, fs: &mut T) -> Result<(Vec<(u64, u64, Option<u64>)>, u64)>
+    where
+        T: Read + Seek,
+    {
+        // This unwrap is safe, because `self.mft_position` has been checked in `Ntfs::new`.
+        let mft = NtfsFile::new(self, fs, self.mft_position.value().unwrap(), 0)?;
+        let data = mft.find_resident_attribute(NtfsAttributeType::Data, None, None)?;
+        if data.is_resident() {
+            return Err(NtfsError::UnexpectedResidentAttribute {
+                position: data.position(),
+            });
+        }
+        let (lowest_vcn, _) = data.non_resident_vcn_range();
+        if lowest_vcn.value() != 0 {
+            return Err(NtfsError::AttributeListPieceWithoutStart {
+                position: data.position(),
+                ty: NtfsAttributeType::Data,
+                lowest_vcn,
+            });
+        }
+        let data_size = data.value_length();
+        let mut runs = Vec::new();
+        let mut next_vcn = 0u64;
+        self.add_mft_runs(&data, &mut runs, &mut next_vcn)?;
+
+        let list = match mft.find_resident_attribute(NtfsAttributeType::AttributeList, None, None) {
+            Ok(list) => list.structured_value::<T, NtfsAttributeList>(fs)?,
+            Err(NtfsError::AttributeNotFound { .. }) => return Ok((runs, data_size)),
+            Err(e) => return Err(e),
+        };
+        let mut entries = list.entries();
+        while let Some(entry) = entries.next(fs) {
+            let entry = entry?;
+            let record = entry.base_file_reference().file_record_number();
+            if entry.ty()? != NtfsAttributeType::Data || !entry.name().is_empty() || record == 0 {
+                continue;
+            }
+            let mapped = next_vcn.saturating_mul(u64::from(self.cluster_size));
+            let (record_data, position) =
+                self.record_data(fs, &runs, mapped, record)
+                    .map_err(|e| match e {
+                        NtfsError::MftRecordNotMapped { .. } => {
+                            NtfsError::MftExtensionNotReachable {
+                                record,
+                                wanted: mapped / u64::from(self.file_record_size),
+                            }
+                        }
+                        e => e,
+                    })?;
+            let file = NtfsFile::from_data(self, record_data, position, record)?;
+            if file.base_file_record().file_record_number() != 0 {
+                return Err(NtfsError::ExtensionRecordOfOtherFile {
+                    position: file.position(),
+                    expected: 0,
+                    actual: file.base_file_record().file_record_number(),
+                });
+            }
+            let attribute = entry.to_attribute(&file)?;
+            if attribute.is_resident() {
+                return Err(NtfsError::UnexpectedResidentAttribute {
+                    position: attribute.position(),
+                });
+            }
+            let (lowest_vcn, _) = attribute.non_resident_vcn_range();
+            if lowest_vcn != entry.lowest_vcn() {
+                return Err(NtfsError::AttributeListEntryMismatch {
+                    position: attribute.position(),
+                    listed: entry.lowest_vcn(),
+                    actual: lowest_vcn,
+                });
+            }
+            if lowest_vcn.value() as u64 != next_vcn {
+                return Err(NtfsError::AttributeListPieceOutOfOrder {
+                    position: attribute.position(),
+                    expected: Vcn::from(next_vcn as i64),
+                    actual: lowest_vcn,
+                });
+            }
+            self.add_mft_runs(&attribute, &mut runs, &mut next_vcn)?;
+        }
+        Ok((runs, data_size))
+    }
+
+    /// Append the runs of $MFT piece `attribute` to `runs`.
+    fn add_mft_runs(
+        &self,
+        attribute: &NtfsAttribute,
+        runs: &mut Vec<(u64, u64, Option<u64>)>,
+        next_vcn: &mut u64,
+    ) -> Result<()> {
+        let cluster_size = u64::from(self.cluster_size);
+        let (data, position) = attribute.non_resident_value_data_and_position()?;
+        for run in NtfsDataRuns::new(self, data, position) {
+            let run = run?;
+            let clusters = run.allocated_size() / cluster_size;
+            let lcn = run.data_position().value().map(|p| p.get() / cluster_size);
+            runs.push((*next_vcn, clusters, lcn));
+            *next_vcn = next_vcn.saturating_add(clusters);
+        }
+        Ok(())
     }
 
     /// Returns the size of a single cluster, in bytes.
@@ -89,140 +206,66 @@ impl Ntfs {
     where
         T: Read + Seek,
     {
-        let offset = file_record_number
-            .checked_mul(self.file_record_size as u64)
-            .ok_or(NtfsError::InvalidFileRecordNumber { file_record_number })?;
-
-        // The MFT may be split into multiple data runs, referenced by its $DATA attribute.
-        // We therefore read it just like any other non-resident attribute value.
-        //
-        // This unwrap is safe, because `self.mft_position` has been checked in `Ntfs::new`.
-        let mft = NtfsFile::new(self, fs, self.mft_position.value().unwrap(), 0)?;
-        let position = match self.mft_base_position(fs, &mft, offset)? {
-            Some(position) => position,
-            // Past the part of the $MFT that its base record maps: a fragmented $MFT has
-            // further pieces of its $DATA in extension records, named by its Attribute List.
-            None => self.mft_listed_position(fs, &mft, offset, file_record_number)?,
-        };
-
-        NtfsFile::new(self, fs, position, file_record_number)
+        // The MFT may be split into multiple data runs, referenced by its $DATA attribute, and
+        // that attribute into several pieces, listed in the MFT's Attribute List. The runs of
+        // all pieces are read once, by `Ntfs::new` (PATCHES.md sections 3 and 6).
+        let (data, position) =
+            self.record_data(fs, &self.mft_runs, self.mft_data_size, file_record_number)?;
+        NtfsFile::from_data(self, data, position, file_record_number)
     }
 
-    /// Position of the `$MFT` bytes at `offset` through the piece of its $DATA stored in its base
-    /// record, or `None` when that piece does not map them. A record must lie in one data run.
-    fn mft_base_position<T>(
+    /// The bytes of MFT record `file_record_number` and the position of its first byte, found
+    /// through `runs` of an $MFT of `data_size` bytes. A record that straddles runs (records are
+    /// larger than 512-byte clusters) is read piece by piece, as ntfs-3g does.
+    fn record_data<T>(
         &self,
         fs: &mut T,
-        mft: &NtfsFile,
-        offset: u64,
-    ) -> Result<Option<NonZeroU64>>
-    where
-        T: Read + Seek,
-    {
-        let mft_data_attribute = mft.find_resident_attribute(NtfsAttributeType::Data, None, None)?;
-        let mut value = mft_data_attribute.value(fs)?;
-        value.seek(fs, SeekFrom::Start(offset))?;
-        let Some(position) = value.data_position().value() else {
-            return Ok(None);
-        };
-        let last = offset + u64::from(self.file_record_size) - 1;
-        value.seek(fs, SeekFrom::Start(last))?;
-        if value.data_position().value().map(NonZeroU64::get)
-            != Some(position.get() + u64::from(self.file_record_size) - 1)
-        {
-            return Err(NtfsError::InvalidFileRecordNumber {
-                file_record_number: offset / u64::from(self.file_record_size),
-            });
-        }
-        Ok(Some(position))
-    }
-
-    /// Position of the `$MFT` bytes at `offset` through the pieces of its $DATA that its
-    /// Attribute List places in extension records. Those extension records must themselves lie
-    /// in the part the base record maps (Windows keeps them there), which also rules out loops.
-    fn mft_listed_position<T>(
-        &self,
-        fs: &mut T,
-        mft: &NtfsFile,
-        offset: u64,
+        runs: &[(u64, u64, Option<u64>)],
+        data_size: u64,
         file_record_number: u64,
-    ) -> Result<NonZeroU64>
+    ) -> Result<(Vec<u8>, NonZeroU64)>
     where
         T: Read + Seek,
     {
         let not_mapped = || NtfsError::MftRecordNotMapped { file_record_number };
-        let list_attribute =
-            match mft.find_resident_attribute(NtfsAttributeType::AttributeList, None, None) {
-                Ok(a) => a,
-                Err(NtfsError::AttributeNotFound { .. }) => {
-                    return Err(NtfsError::InvalidFileRecordNumber { file_record_number })
-                }
-                Err(e) => return Err(e),
-            };
-        let list = list_attribute.structured_value::<T, NtfsAttributeList>(fs)?;
+        let size = u64::from(self.file_record_size);
+        let offset = file_record_number
+            .checked_mul(size)
+            .ok_or(NtfsError::InvalidFileRecordNumber { file_record_number })?;
+        let end = offset
+            .checked_add(size)
+            .filter(|end| *end <= data_size)
+            .ok_or(NtfsError::InvalidFileRecordNumber { file_record_number })?;
         let cluster_size = u64::from(self.cluster_size);
-        let wanted_vcn = offset / cluster_size;
-
-        // The list is sorted by type, name and lowest VCN: the piece holding the wanted VCN is
-        // the last unnamed $DATA entry whose lowest VCN is not above it.
-        let mut entries = list.entries();
-        let mut piece = None;
-        while let Some(entry) = entries.next(fs) {
-            let entry = entry?;
-            if entry.ty()? != NtfsAttributeType::Data || !entry.name().is_empty() {
-                continue;
-            }
-            let low = entry.lowest_vcn().value();
-            if low <= 0 {
-                continue;
-            }
-            if low as u64 > wanted_vcn {
-                break;
-            }
-            piece = Some(entry);
+        let mut data = vec![0u8; size as usize];
+        let mut position = None;
+        let mut pos = offset;
+        while pos < end {
+            let vcn = pos / cluster_size;
+            let i = runs.partition_point(|(start, _, _)| *start <= vcn);
+            let (start, clusters, lcn) = i
+                .checked_sub(1)
+                .map(|i| runs[i])
+                .filter(|(start, clusters, _)| vcn < start.saturating_add(*clusters))
+                .ok_or_else(not_mapped)?;
+            let lcn = lcn.ok_or_else(not_mapped)?;
+            let n = start
+                .saturating_add(clusters)
+                .saturating_mul(cluster_size)
+                .min(end)
+                - pos;
+            let at = (lcn + vcn - start)
+                .checked_mul(cluster_size)
+                .and_then(|at| at.checked_add(pos % cluster_size))
+                .ok_or_else(not_mapped)?;
+            position.get_or_insert(at);
+            let done = (pos - offset) as usize;
+            fs.seek(SeekFrom::Start(at))?;
+            fs.read_exact(&mut data[done..done + n as usize])?;
+            pos += n;
         }
-        let piece = piece.ok_or_else(not_mapped)?;
-
-        let record = piece.base_file_reference().file_record_number();
-        let record_offset = record
-            .checked_mul(u64::from(self.file_record_size))
-            .ok_or(NtfsError::InvalidFileRecordNumber {
-                file_record_number: record,
-            })?;
-        let record_position = self.mft_base_position(fs, mft, record_offset)?.ok_or(
-            NtfsError::MftExtensionNotReachable {
-                record,
-                wanted: file_record_number,
-            },
-        )?;
-        let extension = NtfsFile::new(self, fs, record_position, record)?;
-        let attribute = piece.to_attribute(&extension)?;
-        if attribute.is_resident() {
-            return Err(NtfsError::UnexpectedResidentAttribute {
-                position: attribute.position(),
-            });
-        }
-        let (low, high) = attribute.non_resident_vcn_range();
-        if low != piece.lowest_vcn() || high.value() < wanted_vcn as i64 {
-            return Err(not_mapped());
-        }
-
-        // Walk this piece's data runs to the wanted byte.
-        let (data, data_position) = attribute.non_resident_value_data_and_position()?;
-        let mut left = (wanted_vcn - low.value() as u64) * cluster_size + offset % cluster_size;
-        for run in NtfsDataRuns::new(self, data, data_position) {
-            let run = run?;
-            if left < run.allocated_size() {
-                if left + u64::from(self.file_record_size) > run.allocated_size() {
-                    // The record straddles two runs: not something NtfsFile can read.
-                    return Err(not_mapped());
-                }
-                let start = run.data_position().value().ok_or_else(not_mapped)?;
-                return NonZeroU64::new(start.get() + left).ok_or_else(not_mapped);
-            }
-            left -= run.allocated_size();
-        }
-        Err(not_mapped())
+        let position = position.and_then(NonZeroU64::new).ok_or_else(not_mapped)?;
+        Ok((data, position))
     }
 
     /// Returns the size of a File Record of this NTFS filesystem, in bytes.

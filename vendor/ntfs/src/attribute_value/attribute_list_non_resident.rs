@@ -51,7 +51,8 @@ impl<'n, 'f> NtfsAttributeListNonResidentAttributeValue<'n, 'f> {
     where
         T: Read + Seek,
     {
-        let connected_entries = AttributeListConnectedEntries::new(attribute_list_entries.clone(), ty);
+        let connected_entries =
+            AttributeListConnectedEntries::new(attribute_list_entries.clone(), ty);
         let stream_state = StreamState::new(data_size);
 
         let mut value = Self {
@@ -131,13 +132,19 @@ impl<'n, 'f> NtfsAttributeListNonResidentAttributeValue<'n, 'f> {
     {
         // Do we have another connected attribute?
         let entry = match self.connected_entries.next(fs) {
-            Some(entry) => entry,
+            Some(entry) => entry?,
             None => return Ok(false),
         };
+        self.load_piece(fs, &entry)
+    }
 
+    /// Makes the piece that `entry` describes the current one, at its first Data Run.
+    fn load_piece<T>(&mut self, fs: &mut T, entry: &NtfsAttributeListEntry) -> Result<bool>
+    where
+        T: Read + Seek,
+    {
         // Read the correspoding File Record into an `NtfsFile` and get the corresponding `NtfsAttribute`.
-        let entry = entry?;
-        let file = entry.to_file(self.ntfs, fs)?;
+        let file = self.connected_entries.record(self.ntfs, fs, entry)?;
         let attribute = entry.to_attribute(&file)?;
         let attribute_offset = attribute.offset();
 
@@ -195,17 +202,48 @@ impl<'n, 'f> NtfsAttributeListNonResidentAttributeValue<'n, 'f> {
         self.ntfs
     }
 
-    /// Rewinds this value reader to the very beginning.
-    fn rewind<T>(&mut self, fs: &mut T) -> Result<()>
+    /// Makes the piece holding byte `target` of the value (the last piece when `target` is past
+    /// them all) the current one, at its first Data Run, and returns the byte where it starts.
+    /// Only that piece's record is read: the pieces before it are passed over by the lowest VCNs
+    /// of their Attribute List entries (PATCHES.md section 5; seeking used to read the record of
+    /// every piece before the target, once per index node visited in a large directory).
+    fn seek_to_piece<T>(&mut self, fs: &mut T, target: u64) -> Result<u64>
     where
         T: Read + Seek,
     {
-        self.connected_entries =
-            AttributeListConnectedEntries::new(self.initial_attribute_list_entries.clone(), self.connected_entries.ty);
+        let cluster_size = u64::from(self.ntfs.cluster_size());
+        let mut connected = AttributeListConnectedEntries::new(
+            self.initial_attribute_list_entries.clone(),
+            self.connected_entries.ty,
+        );
+        connected.last = self.connected_entries.last.take();
+        connected.owner = self.connected_entries.owner;
+        let mut chosen = None;
+        loop {
+            let before = connected.clone();
+            let entry = match connected.next(fs) {
+                Some(entry) => entry?,
+                None => break,
+            };
+            let start = (entry.lowest_vcn().value() as u64).saturating_mul(cluster_size);
+            if chosen.is_some() && start > target {
+                // The piece after the chosen one: left for `next_attribute`.
+                connected = before;
+                break;
+            }
+            chosen = Some((entry, start));
+        }
+        self.connected_entries = connected;
+        let (entry, start) = chosen.ok_or(NtfsError::AttributeNotFound {
+            position: NtfsPosition::none(),
+            ty: self.connected_entries.ty,
+        })?;
+        self.connected_entries.next_vcn = entry.lowest_vcn();
         self.stream_state = StreamState::new(self.len());
-        self.next_attribute(fs)?;
-
-        Ok(())
+        self.attribute_state = None;
+        self.load_piece(fs, &entry)?;
+        self.stream_state.set_stream_position(start);
+        Ok(start)
     }
 }
 
@@ -247,13 +285,23 @@ impl<'n, 'f> NtfsReadSeek for NtfsAttributeListNonResidentAttributeValue<'n, 'f>
         T: Read + Seek,
     {
         let pos = self.stream_state.optimize_seek(pos, self.len())?;
+        let target = match pos {
+            SeekFrom::Start(n) => n,
+            SeekFrom::Current(n) if n >= 0 => self.stream_position().saturating_add(n as u64),
+            _ => unreachable!(),
+        };
 
+        // Backwards, or past the current piece: start from the piece holding the target.
+        let current_end = (self.connected_entries.next_vcn.value().max(0) as u64)
+            .saturating_mul(u64::from(self.ntfs.cluster_size()));
+        let pos = if matches!(pos, SeekFrom::Start(_)) || target >= current_end {
+            let start = self.seek_to_piece(fs, target)?;
+            SeekFrom::Current((target - start) as i64)
+        } else {
+            pos
+        };
         let mut bytes_left_to_seek = match pos {
-            SeekFrom::Start(n) => {
-                self.rewind(fs)?;
-                n
-            }
-            SeekFrom::Current(n) if n >= 0 => n as u64,
+            SeekFrom::Current(n) => n as u64,
             _ => unreachable!(),
         };
 
@@ -284,13 +332,7 @@ impl<'n, 'f> NtfsReadSeek for NtfsAttributeListNonResidentAttributeValue<'n, 'f>
             }
         }
 
-        match pos {
-            SeekFrom::Start(n) => self.stream_state.set_stream_position(n),
-            SeekFrom::Current(n) => self
-                .stream_state
-                .set_stream_position(self.stream_position() + n as u64),
-            _ => unreachable!(),
-        }
+        self.stream_state.set_stream_position(target);
 
         Ok(self.stream_position())
     }
@@ -311,16 +353,64 @@ struct AttributeListConnectedEntries<'n, 'f> {
     name: Option<Vec<u8>>,
     /// The VCN the next piece must start at.
     next_vcn: Vcn,
+    /// The file the pieces belong to (its base record number), once the first one was read.
+    owner: Option<u64>,
+    /// The record read last, for the pieces that follow in it.
+    last: Option<NtfsFile<'n>>,
 }
 
 impl<'n, 'f> AttributeListConnectedEntries<'n, 'f> {
-    fn new(attribute_list_entries: NtfsAttributeListEntries<'n, 'f>, ty: NtfsAttributeType) -> Self {
+    fn new(
+        attribute_list_entries: NtfsAttributeListEntries<'n, 'f>,
+        ty: NtfsAttributeType,
+    ) -> Self {
         Self {
             attribute_list_entries: Some(attribute_list_entries),
             ty,
             name: None,
             next_vcn: Vcn::from(0),
+            owner: None,
+            last: None,
         }
+    }
+
+    /// The record holding the piece `entry` describes: read (or the last one read again), and
+    /// checked to belong to the same file as the first piece.
+    fn record<T>(
+        &mut self,
+        ntfs: &'n Ntfs,
+        fs: &mut T,
+        entry: &NtfsAttributeListEntry,
+    ) -> Result<NtfsFile<'n>>
+    where
+        T: Read + Seek,
+    {
+        let number = entry.base_file_reference().file_record_number();
+        let file = match self
+            .last
+            .as_ref()
+            .filter(|f| f.file_record_number() == number)
+        {
+            Some(file) => file.clone(),
+            None => entry.to_file(ntfs, fs)?,
+        };
+        let owner = match file.base_file_record().file_record_number() {
+            0 => number,
+            base => base,
+        };
+        match self.owner {
+            None => self.owner = Some(owner),
+            Some(expected) if expected != owner => {
+                return Err(NtfsError::ExtensionRecordOfOtherFile {
+                    position: file.position(),
+                    expected,
+                    actual: owner,
+                })
+            }
+            Some(_) => {}
+        }
+        self.last = Some(file.clone());
+        Ok(file)
     }
 
     fn next<T>(&mut self, fs: &mut T) -> Option<Result<NtfsAttributeListEntry>>

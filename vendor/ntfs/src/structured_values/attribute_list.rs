@@ -3,6 +3,9 @@
 
 use core::mem;
 
+use alloc::sync::Arc;
+use alloc::vec;
+use alloc::vec::Vec;
 use arrayvec::ArrayVec;
 use binrw::io::{Cursor, Read, Seek, SeekFrom};
 use binrw::{BinRead, BinReaderExt};
@@ -109,14 +112,76 @@ impl<'n, 'f> NtfsStructuredValue<'n, 'f> for NtfsAttributeList<'n, 'f> {
 ///   returning an [`NtfsAttributeListEntry`] for each entry.
 ///
 /// This iterator is returned from the [`NtfsAttributeList::entries`] function.
+///
+/// A non-resident list is read into memory once, on the first call of `next`, and shared by the
+/// clones of this iterator (which `NtfsAttributes` makes for every entry), instead of being read
+/// with several small reads per entry (PATCHES.md section 5). An entry that does not fit in what
+/// is left of the list, header or body, is an error naming its position (section 1).
 #[derive(Clone, Debug)]
 pub struct NtfsAttributeListEntries<'n, 'f> {
     attribute_list: NtfsAttributeList<'n, 'f>,
+    /// The bytes of a non-resident list, once read.
+    bytes: Option<Arc<ListBytes>>,
+    /// Offset of the next entry in the list.
+    offset: usize,
+}
+
+/// The bytes of a non-resident attribute list and where its data runs lie on the filesystem.
+#[derive(Debug)]
+struct ListBytes {
+    data: Vec<u8>,
+    /// (offset in `data`, absolute position) of the start of each data run.
+    runs: Vec<(usize, NtfsPosition)>,
+}
+
+/// The largest attribute list NTFS allows (256 KiB; ntfs-3g refuses larger ones too).
+const MAX_ATTRIBUTE_LIST_SIZE: u64 = 256 * 1024;
+
+impl ListBytes {
+    fn read<T>(fs: &mut T, value: &NtfsNonResidentAttributeValue) -> Result<Self>
+    where
+        T: Read + Seek,
+    {
+        let len = value.len();
+        if len > MAX_ATTRIBUTE_LIST_SIZE {
+            return Err(NtfsError::AttributeListTooLarge {
+                position: value.data_position(),
+                size: len,
+                max: MAX_ATTRIBUTE_LIST_SIZE,
+            });
+        }
+        let mut runs = Vec::new();
+        let mut offset = 0u64;
+        for run in value.data_runs() {
+            if offset >= len {
+                break;
+            }
+            let run = run?;
+            runs.push((offset as usize, run.data_position()));
+            offset = offset.saturating_add(run.allocated_size());
+        }
+        let mut data = vec![0u8; len as usize];
+        let mut value = value.clone();
+        value.seek(fs, SeekFrom::Start(0))?;
+        value.read_exact(fs, &mut data)?;
+        Ok(Self { data, runs })
+    }
+
+    fn position(&self, offset: usize) -> NtfsPosition {
+        match self.runs.iter().rev().find(|(start, _)| *start <= offset) {
+            Some((start, position)) if position.value().is_some() => *position + (offset - *start),
+            _ => NtfsPosition::none(),
+        }
+    }
 }
 
 impl<'n, 'f> NtfsAttributeListEntries<'n, 'f> {
     fn new(attribute_list: NtfsAttributeList<'n, 'f>) -> Self {
-        Self { attribute_list }
+        Self {
+            attribute_list,
+            bytes: None,
+            offset: 0,
+        }
     }
 
     /// See [`Iterator::next`].
@@ -124,60 +189,38 @@ impl<'n, 'f> NtfsAttributeListEntries<'n, 'f> {
     where
         T: Read + Seek,
     {
-        match &mut self.attribute_list {
-            NtfsAttributeList::Resident(slice, position) => Self::next_resident(slice, position),
-            NtfsAttributeList::NonResident(value) => Self::next_non_resident(fs, value),
-        }
-    }
-
-    fn next_non_resident<T>(
-        fs: &mut T,
-        value: &mut NtfsNonResidentAttributeValue<'n, 'f>,
-    ) -> Option<Result<NtfsAttributeListEntry>>
-    where
-        T: Read + Seek,
-    {
-        if value.stream_position() >= value.len() {
-            return None;
-        }
-
-        // Get the current entry.
-        let mut value_attached = value.clone().attach(fs);
-        let position = value.data_position();
-        let entry = iter_try!(NtfsAttributeListEntry::new(&mut value_attached, position));
-
-        // Advance our iterator to the next entry.
-        iter_try!(value.seek(fs, SeekFrom::Current(entry.list_entry_length() as i64)));
-
-        Some(Ok(entry))
-    }
-
-    fn next_resident(
-        slice: &mut &'f [u8],
-        position: &mut NtfsPosition,
-    ) -> Option<Result<NtfsAttributeListEntry>> {
-        if slice.is_empty() {
-            return None;
-        }
-
-        // Get the current entry.
-        let mut cursor = Cursor::new(*slice);
-        let entry = iter_try!(NtfsAttributeListEntry::new(&mut cursor, *position));
-
-        // Advance our iterator to the next entry. An entry longer than what is left of the
-        // list is an error (it used to end the list silently, dropping the entry).
-        let bytes_to_advance = entry.list_entry_length() as usize;
-        *slice = match slice.get(bytes_to_advance..) {
-            Some(rest) => rest,
-            None => {
-                return Some(Err(NtfsError::AttributeListEntryPastEnd {
-                    position: *position,
-                    length: entry.list_entry_length(),
-                    remaining: slice.len(),
-                }))
+        let (data, position) = match &self.attribute_list {
+            NtfsAttributeList::Resident(slice, position) => (*slice, *position + self.offset),
+            NtfsAttributeList::NonResident(value) => {
+                if self.bytes.is_none() {
+                    self.bytes = Some(Arc::new(iter_try!(ListBytes::read(fs, value))));
+                }
+                let bytes = self.bytes.as_deref().unwrap();
+                (&bytes.data[..], bytes.position(self.offset))
             }
         };
-        *position += bytes_to_advance;
+        let rest = data.get(self.offset..).unwrap_or_default();
+        if rest.is_empty() {
+            return None;
+        }
+        let past_end = |length: usize| NtfsError::AttributeListEntryPastEnd {
+            position,
+            length: length as u16,
+            remaining: rest.len(),
+        };
+        if rest.len() < ATTRIBUTE_LIST_ENTRY_HEADER_SIZE {
+            return Some(Err(past_end(ATTRIBUTE_LIST_ENTRY_HEADER_SIZE)));
+        }
+        let entry = iter_try!(NtfsAttributeListEntry::new(
+            &mut Cursor::new(rest),
+            position
+        ));
+        let length = entry.list_entry_length() as usize;
+        if length > rest.len() {
+            // It used to end the list silently, dropping the entry and every one after it.
+            return Some(Err(past_end(length)));
+        }
+        self.offset += length;
         Some(Ok(entry))
     }
 }
