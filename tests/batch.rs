@@ -215,8 +215,8 @@ fn many_images_in_one_call_jsonl_and_summary() {
 
 #[test]
 fn junit_report_is_read_by_a_real_junit_parser() {
-    if !have("python3")
-        || !std::process::Command::new("python3")
+    if !have(&common::python())
+        || !std::process::Command::new(common::python())
             .args(["-c", "import junitparser"])
             .status()
             .is_ok_and(|s| s.success())
@@ -241,7 +241,10 @@ for suite in xml:
         kinds = [type(r).__name__ for r in case.result]
         print(f"{suite.name}\t{case.name}\t{','.join(kinds) or 'ok'}")
 "#;
-    let out = run("python3", &["-c", script, &xml.display().to_string()]);
+    let out = run(
+        &common::python(),
+        &["-c", script, &xml.display().to_string()],
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     let cases: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
     assert_eq!(

@@ -311,7 +311,7 @@ fn compressed_qcow2_and_stream_vmdk_are_compressed_and_read_by_qemu() {
 /// static-Huffman probe stored raw), log-like text, binaries from /usr, random data and a mix.
 #[test]
 fn compressed_output_is_as_small_as_qemu_imgs() {
-    if !have("qemu-img") || !have("python3") {
+    if !have("qemu-img") || !have(&common::python()) {
         eprintln!("SKIP: qemu-img or python3 not installed");
         return;
     }
@@ -319,7 +319,7 @@ fn compressed_output_is_as_small_as_qemu_imgs() {
     let gen = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench-sources/gen.py");
     for kind in ["text", "logs", "binary", "random", "mixed"] {
         let src = dir.path().join(format!("{kind}.raw"));
-        let o = Command::new("python3")
+        let o = Command::new(common::python())
             .args([&s(&gen), kind, "8", &s(&src)])
             .output()
             .unwrap();

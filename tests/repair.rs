@@ -14,7 +14,7 @@ fn need_tools() -> bool {
         eprintln!("SKIP: hivexregedit is not installed (apt-get install -y libwin-hivex-perl)");
         return false;
     }
-    let o = std::process::Command::new("python3")
+    let o = std::process::Command::new(common::python())
         .args(["-c", "import regipy, Registry"])
         .output();
     if !o.is_ok_and(|o| o.status.success()) {
@@ -95,7 +95,7 @@ def walk(k, n=[0]):
 walk(Registry.Registry(sys.argv[1]).root())
 print("\n".join(sorted(out)))
 "#;
-    let o = std::process::Command::new("python3")
+    let o = std::process::Command::new(common::python())
         .args(["-c", script, s(hive)])
         .output()
         .unwrap();

@@ -271,3 +271,10 @@ pub fn make_overlay(dir: &Path, name: &str, backing: &str, fmt: &str, opts: &str
     );
     img
 }
+
+/// The Python that has the oracle packages (junitparser, regipy, python-registry): `$IMGCHECK_PYTHON`
+/// when set (`.ci/run` sets it to the virtual environment it makes), else `python3` on the PATH.
+#[allow(dead_code)]
+pub fn python() -> String {
+    std::env::var("IMGCHECK_PYTHON").unwrap_or_else(|_| "python3".into())
+}
