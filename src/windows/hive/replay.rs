@@ -1,0 +1,201 @@
+//! Transaction log replay: what happened to the logs ([`ReplayInfo`]), the new-format (HvLE)
+//! log parser and our mirror of notatin's replay rules, and the old-format (DIRT) replay that
+//! notatin does not do.
+
+use serde::Serialize;
+
+use super::{le32, HBIN_START};
+
+/// What happened to the transaction logs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ReplayInfo {
+    /// Primary sequence number from the primary file's base block.
+    pub primary_sequence: u32,
+    /// Secondary sequence number from the primary file's base block.
+    pub secondary_sequence: u32,
+    /// The base block checksum is right.
+    pub checksum_ok: bool,
+    /// The primary file was not written out completely (sequence numbers differ or bad checksum):
+    /// the last changes are only in the logs.
+    pub dirty: bool,
+    /// Number of log files given.
+    pub logs_supplied: usize,
+    /// Number of new-format (HvLE) log entries found in the logs given.
+    pub log_entries: usize,
+    /// Number of dirty pages in those entries (what a replay could change).
+    pub log_dirty_pages: usize,
+    /// notatin replayed log entries onto the primary.
+    pub logs_applied: bool,
+    /// Dirty pages (4 KiB) whose bytes a replay changes. notatin itself cannot say which keys
+    /// changed without its costly recover-deleted mode: to see what the replay changed in an
+    /// analysis, open the primary alone as well and compare the results.
+    pub pages_changed: usize,
+    /// Bytes the replay adds to the hive (the hive grew).
+    pub bytes_added: usize,
+    /// Sequence number after replay.
+    pub sequence_after_replay: Option<u32>,
+    /// notatin's own notes about the base block and the logs (skipped entries, hash mismatches...).
+    pub notes: Vec<String>,
+}
+
+/// Marvin32 (the hash of HvLE log entries), seeded; written from the published algorithm.
+pub fn marvin32(seed: u64, data: &[u8]) -> u64 {
+    let mut lo = seed as u32;
+    let mut hi = (seed >> 32) as u32;
+    fn mix(lo: &mut u32, hi: &mut u32) {
+        *hi ^= *lo;
+        *lo = lo.rotate_left(20).wrapping_add(*hi);
+        *hi = hi.rotate_left(9) ^ *lo;
+        *lo = lo.rotate_left(27).wrapping_add(*hi);
+        *hi = hi.rotate_left(19);
+    }
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        lo = lo.wrapping_add(u32::from_le_bytes(c.try_into().unwrap()));
+        mix(&mut lo, &mut hi);
+    }
+    let r = chunks.remainder();
+    let fin = match r.len() {
+        0 => 0x80,
+        1 => 0x8000 | r[0] as u32,
+        2 => 0x80_0000 | u16::from_le_bytes([r[0], r[1]]) as u32,
+        _ => 0x8000_0000 | (r[2] as u32) << 16 | u16::from_le_bytes([r[0], r[1]]) as u32,
+    };
+    lo = lo.wrapping_add(fin);
+    mix(&mut lo, &mut hi);
+    mix(&mut lo, &mut hi);
+    (lo as u64) | ((hi as u64) << 32)
+}
+
+/// Seed of the HvLE entry hashes.
+pub const LOG_HASH_SEED: u64 = 0x82EF_4D88_7A4E_55C5;
+
+/// One new-format (HvLE) log entry.
+pub(super) struct LogEntry<'a> {
+    sequence: u32,
+    bins_size: u32,
+    hashes_ok: bool,
+    /// (hive-bins-relative offset, bytes)
+    pub(super) pages: Vec<(usize, &'a [u8])>,
+}
+
+/// A parsed new-format transaction log: its base block's primary and secondary sequence
+/// numbers, and its entries.
+pub(super) type ParsedLog<'a> = (u32, u32, Vec<LogEntry<'a>>);
+
+/// Parses a new-format transaction log.
+/// Parsing stops at the first entry that does not parse (bounded by the log size).
+pub(super) fn parse_log(log: &[u8]) -> ParsedLog<'_> {
+    let mut entries = Vec::new();
+    let mut pos = 512usize;
+    while pos + 40 <= log.len() {
+        if &log[pos..pos + 4] != b"HvLE" {
+            break;
+        }
+        let size = le32(log, pos + 4) as usize;
+        let count = le32(log, pos + 20) as usize;
+        if size < 40 || pos + size > log.len() || count > size / 8 || 40 + count * 8 > size {
+            break;
+        }
+        let e = &log[pos..pos + size];
+        let hash1 = u64::from_le_bytes(e[24..32].try_into().unwrap());
+        let hash2 = u64::from_le_bytes(e[32..40].try_into().unwrap());
+        let hashes_ok = marvin32(LOG_HASH_SEED, &e[40..]) == hash1
+            && marvin32(LOG_HASH_SEED, &e[..32]) == hash2;
+        let mut pages = Vec::new();
+        let mut data = 40 + count * 8;
+        let mut complete = true;
+        for i in 0..count {
+            let off = le32(e, 40 + i * 8) as usize;
+            let len = le32(e, 44 + i * 8) as usize;
+            if data + len > size {
+                complete = false;
+                break;
+            }
+            pages.push((off, &e[data..data + len]));
+            data += len;
+        }
+        if !complete {
+            break;
+        }
+        entries.push(LogEntry {
+            sequence: le32(e, 12),
+            bins_size: le32(e, 16),
+            hashes_ok,
+            pages,
+        });
+        pos += size;
+    }
+    (le32(log, 4), le32(log, 8), entries)
+}
+
+/// Builds our own copy of what notatin's replay produces, following the same rules (logs
+/// oldest first; an entry is applied when its hashes are right, its sequence number is not
+/// below the primary's secondary sequence number and follows the previous one; the hive grows
+/// to the entry's hive bins size). Used to check subkey lists before notatin follows them.
+/// Returns the number of entries applied and of dirty pages that changed bytes.
+pub(super) fn mirror_replay(
+    buf: &mut Vec<u8>,
+    secondary: u32,
+    logs: &[&ParsedLog],
+    cap: usize,
+) -> (usize, usize) {
+    let mut order: Vec<&ParsedLog> = logs.to_vec();
+    order.sort_by_key(|l| l.0);
+    let mut last = 0u32;
+    let mut applied = 0;
+    let mut changed = 0;
+    for (log_seq, _, entries) in order {
+        if *log_seq < secondary || (last != 0 && *log_seq != last.wrapping_add(1)) {
+            continue;
+        }
+        for e in entries {
+            if !e.hashes_ok {
+                break;
+            }
+            if e.sequence < secondary {
+                continue;
+            }
+            if e.bins_size % 4096 != 0 || (last != 0 && e.sequence != last.wrapping_add(1)) {
+                break;
+            }
+            let want = HBIN_START + e.bins_size as usize;
+            if want > buf.len() && want <= cap {
+                buf.resize(want, 0);
+            }
+            for (off, bytes) in &e.pages {
+                let at = HBIN_START + off;
+                if let Some(dst) = buf.get_mut(at..at + bytes.len()) {
+                    if dst != *bytes {
+                        changed += 1;
+                        dst.copy_from_slice(bytes);
+                    }
+                }
+            }
+            last = e.sequence;
+            applied += 1;
+        }
+    }
+    (applied, changed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marvin32_vectors() {
+        // Published test vectors (dotnet MarvinTests).
+        let seed = 0x004F_B61A_001B_DBCC;
+        assert_eq!(marvin32(seed, &[]), 0x30ED35C100CD3C7D);
+        assert_eq!(marvin32(seed, &[0xAF]), 0x48E73FC77D75DDC1);
+        assert_eq!(marvin32(seed, &[0xE7, 0x0F]), 0xB5F6E1FC485DBFF8);
+        assert_eq!(marvin32(seed, &[0x37, 0xF4, 0x95]), 0xF0B07C789B8CF7E8);
+        assert_eq!(
+            marvin32(seed, &[0x86, 0x42, 0xDC, 0x59]),
+            0x7008F2E87E9CF556
+        );
+        let all: Vec<u8> = (0..=255).collect();
+        assert_eq!(marvin32(seed, &all), 0x7DFCAB33FCEAD72C);
+    }
+}
