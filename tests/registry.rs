@@ -1737,3 +1737,158 @@ fn remnant_service_keys_are_not_enabled_conflicts() {
     let c = conflicts(&p.system, &p.software).unwrap();
     assert!(!c[0].remnant && c[0].enabled, "{c:#?}");
 }
+
+/// The integrity walk finds no damage in any hive Windows or hivex wrote: the real SYSTEM and
+/// BCD stores, and every fixture hive (after log replay where it has logs).
+#[test]
+fn sound_hives_have_no_damage() {
+    let mut names: Vec<String> = vec![
+        "realdata/win7-vmware-SYSTEM.xz".into(),
+        "realdata/uefi-BCD.xz".into(),
+        "realdata/win10-bios-BCD".into(),
+        "realdata/hivex-minimal-hive".into(),
+    ];
+    for d in std::fs::read_dir(fixture("hives")).unwrap() {
+        let d = d.unwrap();
+        if d.path().is_dir() {
+            for f in std::fs::read_dir(d.path()).unwrap() {
+                let f = f.unwrap().file_name().into_string().unwrap();
+                if !f.contains(".LOG") {
+                    names.push(format!("hives/{}/{f}", d.file_name().to_string_lossy()));
+                }
+            }
+        }
+    }
+    assert!(names.len() > 40, "{names:?}");
+    for name in names {
+        let bytes = read_fixture(&name);
+        let hive = open(&name, &bytes);
+        let d = hive.damage();
+        assert!(d.is_empty(), "{name}: {}: {d:?}", d.summary());
+        assert!(d.keys_walked > 0, "{name}");
+    }
+}
+
+/// Offsets of the key node cells named `name` (stored as ASCII), hive-bins-relative.
+fn nk_cells_named(b: &[u8], name: &str) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut at = 4096 + 32;
+    while at + 84 + name.len() <= b.len() {
+        let c = &b[at..];
+        let n = u16::from_le_bytes([c[76], c[77]]) as usize;
+        if &c[4..6] == b"nk"
+            && n == name.len()
+            && c[80..80 + n].eq_ignore_ascii_case(name.as_bytes())
+            && (i32::from_le_bytes(c[..4].try_into().unwrap())) < 0
+        {
+            out.push(at - 4096);
+        }
+        at += 8;
+    }
+    out
+}
+
+/// A damaged SYSTEM hive (a subkey list shorter than its key's subkey count, as a torn write
+/// leaves it) is not read as healthy: the conflicts and Virtio analyses, which list the
+/// services, fail naming the hive, the key and the offset instead of reporting fewer
+/// services; keys elsewhere in the hive still read; [`Hive::damage`] says how much was lost.
+#[test]
+fn short_subkey_list_is_damage_not_missing_keys() {
+    let mut b = read_fixture("realdata/win7-vmware-SYSTEM.xz");
+    let cells = nk_cells_named(&b, "services");
+    assert!(!cells.is_empty());
+    for nk in cells {
+        let list =
+            u32::from_le_bytes(b[4096 + nk + 32..4096 + nk + 36].try_into().unwrap()) as usize;
+        let l = 4096 + list;
+        assert!(
+            matches!(&b[l + 4..l + 6], b"lf" | b"lh" | b"ri"),
+            "{:?}",
+            &b[l + 4..l + 6]
+        );
+        let count = u16::from_le_bytes([b[l + 6], b[l + 7]]);
+        b[l + 6..l + 8].copy_from_slice(&(count - 3).to_le_bytes());
+    }
+    let system = open("damaged-SYSTEM", &b);
+    let software = open("minimal", &read_fixture("realdata/hivex-minimal-hive"));
+    let d = system.damage();
+    assert!(d.damaged_keys >= 1 && d.subkeys_lost >= 3, "{d:?}");
+    assert!(d.keys[0].path.to_lowercase().ends_with("services"), "{d:?}");
+    let err = conflicts(&system, &software).unwrap_err().to_string();
+    assert!(
+        err.contains("damaged-SYSTEM")
+            && err.contains("damaged")
+            && err.contains("services")
+            && err.contains("offset"),
+        "{err}"
+    );
+    let err = virtio_storage(&system, &software, &|_| true)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("damaged"), "{err}");
+    // The rest of the hive still reads.
+    assert_eq!(
+        system::current_control_set(&system).unwrap().unwrap().name,
+        "ControlSet001"
+    );
+}
+
+/// Zeroed pages anywhere in a real SYSTEM hive (what a failed sector or a torn copy leaves):
+/// the analyses either give exactly the answer they give on the sound hive or fail naming the
+/// damage; never a shorter answer.
+#[test]
+fn zeroed_pages_never_give_a_different_answer() {
+    let good = read_fixture("realdata/win7-vmware-SYSTEM.xz");
+    let software = open("minimal", &read_fixture("realdata/hivex-minimal-hive"));
+    let sound = open("SYSTEM", &good);
+    let want_conflicts = format!("{:?}", conflicts(&sound, &software).unwrap());
+    let want_virtio = format!(
+        "{:?}",
+        virtio_storage(&sound, &software, &|_| true).unwrap()
+    );
+    let bins = u32::from_le_bytes(good[40..44].try_into().unwrap()) as usize;
+    let (mut same, mut refused) = (0, 0);
+    for k in 1..40usize {
+        let page = 4096 + (bins / 4096 * k / 40) * 4096;
+        let mut b = good.clone();
+        b[page..page + 4096].fill(0);
+        let Ok(system) = Hive::open("zeroed-SYSTEM", &b, &[]) else {
+            refused += 1;
+            continue;
+        };
+        // A page inside one big cell (free space, or value data) leaves the structure sound:
+        // then the answers must be the same.
+        let d = system.damage();
+        assert!(
+            d.is_empty() || d.summary().contains("0x"),
+            "{}",
+            d.summary()
+        );
+        for (got, want) in [
+            (
+                conflicts(&system, &software).map(|c| format!("{c:?}")),
+                &want_conflicts,
+            ),
+            (
+                virtio_storage(&system, &software, &|_| true).map(|v| format!("{v:?}")),
+                &want_virtio,
+            ),
+        ] {
+            match got {
+                Ok(got) => {
+                    assert_eq!(&got, want, "page at {page:#x}: a different answer");
+                    same += 1;
+                }
+                Err(e) => {
+                    let e = e.to_string();
+                    assert!(
+                        e.contains("damaged") || e.contains("malformed"),
+                        "page at {page:#x}: {e}"
+                    );
+                    refused += 1;
+                }
+            }
+        }
+    }
+    assert!(refused > 10, "same {same}, refused {refused}");
+}

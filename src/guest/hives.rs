@@ -25,13 +25,14 @@ impl LoadedHive {
         let primary = vol.read_capped(&path, MAX_HIVE_SIZE as u64)?;
         let mut logs = Vec::new();
         let mut log_names = Vec::new();
-        for ext in ["LOG1", "LOG2"] {
+        // `.LOG` is the old-format log of Windows XP/2003 (Vista and 7 keep old-format logs in
+        // `.LOG1`/`.LOG2` too). A log that is there but cannot be read is an error, not a
+        // missing log: the hive's last changes may be in it.
+        for ext in ["LOG", "LOG1", "LOG2"] {
             let p = format!("{path}.{ext}");
-            if let Ok(true) = vol.exists(&p) {
-                if let Ok(b) = vol.read_capped(&p, MAX_LOG_SIZE as u64) {
-                    logs.push(b);
-                    log_names.push(format!("{name}.{ext}"));
-                }
+            if vol.exists(&p)? {
+                logs.push(vol.read_capped(&p, MAX_LOG_SIZE as u64)?);
+                log_names.push(format!("{name}.{ext}"));
             }
         }
         let refs: Vec<&[u8]> = logs.iter().map(Vec::as_slice).collect();

@@ -67,6 +67,11 @@ pub struct Hive {
     /// Our copy of the hive bytes after replay, to check subkey lists before notatin reads them
     /// (the primary's bytes themselves, shared with notatin's input, when nothing is replayed).
     mirror: Arc<Vec<u8>>,
+    /// What of the hive is damaged ([`integrity`]), and the key node cells (hive-bins-relative)
+    /// whose subkeys or values cannot all be read.
+    damage: integrity::Damage,
+    damaged_lists: HashMap<usize, String>,
+    damaged_values: HashMap<usize, String>,
     /// Memoised lookups and listings (analyses ask for the same keys repeatedly), bounded.
     keys: Mutex<HashMap<String, Option<Key>>>,
     lists: Mutex<HashMap<String, Arc<Vec<Key>>>>,
@@ -277,6 +282,12 @@ impl Hive {
             }
         }
         let root_rel = le32(&mirror, 36) as usize;
+        let bins = if replay.bytes_added > 0 {
+            mirror.len() - HBIN_START
+        } else {
+            le32(&mirror, 40) as usize
+        };
+        let scan = integrity::scan(&mirror, bins, root_rel);
         let root_first = root_rel == 0x20;
         // notatin reads the root's values (and those of the first cell) while opening.
         for nk in [root_rel, 0x20] {
@@ -337,6 +348,9 @@ impl Hive {
             root_prefix_len,
             replay,
             mirror,
+            damage: scan.damage,
+            damaged_lists: scan.lists,
+            damaged_values: scan.values,
             keys: Mutex::new(HashMap::new()),
             lists: Mutex::new(HashMap::new()),
         })
@@ -350,6 +364,32 @@ impl Hive {
     /// The base block state and what log replay did.
     pub fn replay(&self) -> &ReplayInfo {
         &self.replay
+    }
+
+    /// What of the hive is damaged (empty when the whole hive was walked and is sound).
+    pub fn damage(&self) -> &integrity::Damage {
+        &self.damage
+    }
+
+    /// Refuses a key whose subkeys (`list`) or values cannot all be read: the caller would see
+    /// a key or a value vanish.
+    fn check_damage(&self, node: &CellKeyNode, list: bool) -> Result<()> {
+        let rel = node.file_offset_absolute.wrapping_sub(HBIN_START);
+        let map = if list {
+            &self.damaged_lists
+        } else {
+            &self.damaged_values
+        };
+        match map.get(&rel) {
+            None => Ok(()),
+            Some(what) => Err(Error::corrupt(
+                &self.name,
+                format!(
+                    "registry hive is damaged: {what} (in all: {})",
+                    self.damage.summary()
+                ),
+            )),
+        }
     }
 
     /// The root key's name (e.g. "ROOT", "CMI-CreateHive{...}").
@@ -369,6 +409,7 @@ impl Hive {
     /// Checks a key's subkey list and its subkeys' values before notatin reads them (see
     /// [`check_subkeys`]).
     fn check_list(&self, node: &CellKeyNode) -> Result<()> {
+        self.check_damage(node, true)?;
         if node.detail.number_of_sub_keys() == 0 {
             return Ok(());
         }
@@ -443,6 +484,7 @@ impl Hive {
             }
         }
         drop(parser);
+        self.check_damage(&node, false)?;
         let rel = self.rel_path(&node);
         Ok(Some(Key::from_node(node, rel, Arc::new(chain))))
     }
@@ -463,6 +505,7 @@ impl Hive {
 
     fn child_key(&self, parent: &Key, n: CellKeyNode) -> Result<Key> {
         self.check_cycle(&parent.chain, &n, &parent.path)?;
+        self.check_damage(&n, false)?;
         let mut chain = Vec::with_capacity(parent.chain.len() + 1);
         chain.extend_from_slice(&parent.chain);
         chain.push(n.file_offset_absolute);
