@@ -1892,3 +1892,135 @@ fn zeroed_pages_never_give_a_different_answer() {
     }
     assert!(refused > 10, "same {same}, refused {refused}");
 }
+
+/// An old-format (DIRT) dirty state as Windows up to 7/2012 leaves it when the primary was not
+/// written after its log: the primary with the old hive bins, `seq1 = seq2 + 1`; the log with
+/// equal sequence numbers, the primary's timestamp, a dirty vector of the changed 4 KiB blocks
+/// (bytes 0xFF) and those blocks' 512-byte pages from `after`.
+fn old_format_dirty(before: &[u8], after: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    use imgcheck::repair::hive_edit::base_block_checksum;
+    assert_eq!(before.len(), after.len());
+    let bins = u32::from_le_bytes(after[40..44].try_into().unwrap()) as usize;
+    let n = u32::from_le_bytes(before[4..8].try_into().unwrap());
+    let stamp = 0x01D5_0000_1234_5678u64.to_le_bytes();
+    let mut primary = before.to_vec();
+    primary[4..8].copy_from_slice(&(n + 1).to_le_bytes());
+    primary[8..12].copy_from_slice(&n.to_le_bytes());
+    primary[12..20].copy_from_slice(&stamp);
+    let s = base_block_checksum(&primary);
+    primary[508..512].copy_from_slice(&s.to_le_bytes());
+    let mut log = after[..512].to_vec();
+    log[4..8].copy_from_slice(&(n + 1).to_le_bytes());
+    log[8..12].copy_from_slice(&(n + 1).to_le_bytes());
+    log[12..20].copy_from_slice(&stamp);
+    log[28..32].copy_from_slice(&1u32.to_le_bytes());
+    let s = base_block_checksum(&log);
+    log[508..512].copy_from_slice(&s.to_le_bytes());
+    let mut bitmap = vec![0u8; bins / 512 / 8];
+    let mut pages = Vec::new();
+    for (block, bits) in bitmap.iter_mut().enumerate() {
+        let r = 4096 + block * 4096..4096 + (block + 1) * 4096;
+        if before[r.clone()] != after[r.clone()] {
+            *bits = 0xFF;
+            pages.extend_from_slice(&after[r]);
+        }
+    }
+    assert!(!pages.is_empty());
+    log.extend_from_slice(b"DIRT");
+    log.extend_from_slice(&bitmap);
+    log.resize(log.len().div_ceil(512) * 512, 0);
+    log.extend_from_slice(&pages);
+    (primary, log)
+}
+
+/// A dirty SYSTEM hive whose old-format log makes viostor boot-start: drivers.virtio's analysis
+/// says "not boot-start" on the primary alone and "ok" only after the replay; a stale log and a
+/// log with a bad base block are not applied, and the notes say why.
+#[test]
+fn old_format_log_replay_makes_viostor_boot_start() {
+    use imgcheck::repair::hive_edit::HiveEditor;
+    let before = read_fixture("hives/virtio-demand/SYSTEM.xz");
+    let software = open("SOFTWARE", &read_fixture("hives/virtio-demand/SOFTWARE.xz"));
+    let mut ed = HiveEditor::new("SYSTEM", before.clone()).unwrap();
+    let k = ed.key("ControlSet001\\Services\\viostor").unwrap().unwrap();
+    ed.set_dword(k, "Start", 0, "viostor").unwrap();
+    let seq = u32::from_le_bytes(before[4..8].try_into().unwrap());
+    let mut after = ed.finish(0x01D5_0000_1234_5678, seq);
+    after[..512].copy_from_slice(&before[..512]);
+    let (dirty, log) = old_format_dirty(&before, &after);
+    let state = |h: &Hive| virtio_storage(h, &software, &|_| true).unwrap().state;
+
+    let alone = Hive::open("SYSTEM", &dirty, &[]).unwrap();
+    assert!(alone.replay().dirty && !alone.replay().logs_applied);
+    assert_eq!(state(&alone), VirtioState::NotBootStart);
+
+    let h = Hive::open("SYSTEM", &dirty, &[&log]).unwrap();
+    let r = h.replay();
+    assert!(r.logs_applied && r.pages_changed >= 1, "{r:?}");
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n.contains("old-format transaction log #1 applied")),
+        "{r:?}"
+    );
+    assert_eq!(state(&h), VirtioState::Ok);
+    assert!(h.damage().is_empty(), "{:?}", h.damage());
+
+    // A stale log (another timestamp) and a log with a bad base block checksum are not applied.
+    let mut stale = log.clone();
+    stale[12] ^= 1;
+    let s = imgcheck::repair::hive_edit::base_block_checksum(&stale);
+    stale[508..512].copy_from_slice(&s.to_le_bytes());
+    let mut bad_sum = log.clone();
+    bad_sum[100] ^= 1;
+    for (bad, why) in [(&stale, "stale log"), (&bad_sum, "checksum is wrong")] {
+        let h = Hive::open("SYSTEM", &dirty, &[bad]).unwrap();
+        assert!(!h.replay().logs_applied, "{why}");
+        assert!(
+            h.replay().notes.iter().any(|n| n.contains(why)),
+            "{:?}",
+            h.replay().notes
+        );
+        assert_eq!(state(&h), VirtioState::NotBootStart);
+    }
+}
+
+/// Windows 7's own old-format recovery of a real dirty hive (yarp's OldDirtyHive test hive and
+/// the hive Windows 7 recovered from it, RecoveredHive_Windows7): imgcheck's replay gives the
+/// keys Windows gives. Needs a checkout of github.com/msuhanov/yarp in $IMGCHECK_YARP_HIVES
+/// (its hives_for_tests folder; GPL-3 data, so not copied into fixtures).
+#[test]
+fn old_format_replay_matches_windows_7_on_a_real_hive() {
+    let Ok(dir) = std::env::var("IMGCHECK_YARP_HIVES") else {
+        eprintln!("SKIP: IMGCHECK_YARP_HIVES (yarp's hives_for_tests) is not set");
+        return;
+    };
+    let d = Path::new(&dir).join("OldDirtyHive");
+    let primary = std::fs::read(d.join("OldDirtyHive")).unwrap();
+    let log = std::fs::read(d.join("OldDirtyHive.LOG1")).unwrap();
+    let windows = open(
+        "RecoveredHive_Windows7",
+        &std::fs::read(d.join("RecoveredHive_Windows7")).unwrap(),
+    );
+    let alone = open("OldDirtyHive", &primary);
+    assert!(alone
+        .key("key_with_many_subkeys\\5000\\find_me_in_log")
+        .unwrap()
+        .is_none());
+    let h = Hive::open("OldDirtyHive", &primary, &[&log]).unwrap();
+    assert!(h.replay().logs_applied, "{:?}", h.replay());
+    assert!(h.damage().is_empty(), "{:?}", h.damage());
+    assert!(h.key("key_with_many_subkeys\\1").unwrap().is_none());
+    assert!(h
+        .key("key_with_many_subkeys\\5000\\find_me_in_log")
+        .unwrap()
+        .is_some());
+    let names = |h: &Hive| -> Vec<String> {
+        h.subkeys_of("key_with_many_subkeys")
+            .unwrap()
+            .iter()
+            .map(|k| k.name().to_string())
+            .collect()
+    };
+    assert_eq!(names(&h), names(&windows));
+}

@@ -221,7 +221,6 @@ impl Hive {
             ..Default::default()
         };
         let logs: Vec<&[u8]> = logs.iter().copied().filter(|l| !l.is_empty()).collect();
-        let mut parsed = Vec::new();
         for log in &logs {
             if log.len() > MAX_LOG_SIZE {
                 return Err(Error::refused(
@@ -233,22 +232,58 @@ impl Hive {
                     ),
                 ));
             }
+        }
+        // Old-format (DIRT) logs: notatin does not replay them, we do (replay.rs). The
+        // replayed hive has a clean base block, so nothing more is replayed after it.
+        let mut primary = primary;
+        let mut old_applied = false;
+        if replay.dirty && logs.iter().any(|l| replay::is_old_format(l)) {
+            if let Some(r) = replay::old_format_replay(
+                &primary,
+                checksum_ok,
+                &logs,
+                MAX_HIVE_SIZE,
+                &mut replay.notes,
+            ) {
+                replay.logs_applied = true;
+                replay.pages_changed = r.changed;
+                replay.log_dirty_pages += r.pages;
+                replay.bytes_added = r.bytes.len().saturating_sub(primary.len());
+                replay.sequence_after_replay = Some(r.sequence);
+                primary = r.bytes;
+                old_applied = true;
+            }
+        }
+        // New-format logs go to notatin (and to our mirror of its rules), unless their base
+        // block is not valid: notatin would replay them without a word.
+        let mut new_logs: Vec<&[u8]> = Vec::new();
+        let mut parsed = Vec::new();
+        for (i, log) in logs.iter().enumerate() {
             if log.len() < 512 || &log[..4] != b"regf" {
-                replay
-                    .notes
-                    .push("a transaction log without a regf base block was ignored".into());
+                replay.notes.push(format!(
+                    "transaction log #{} has no regf base block: ignored",
+                    i + 1
+                ));
                 continue;
             }
-            if log.len() >= 516 && &log[512..516] == b"DIRT" {
-                replay.notes.push(
-                    "a transaction log is in the old format (DIRT, Windows 8 and earlier): not replayed"
-                        .into(),
-                );
+            if replay::is_old_format(log) {
+                continue;
+            }
+            if replay::base_block_checksum(log) != le32(log, 508) {
+                replay.notes.push(format!(
+                    "transaction log #{} not applied: its base block checksum is wrong",
+                    i + 1
+                ));
+                continue;
+            }
+            if old_applied {
+                continue;
             }
             let parsed_log = parse_log(log);
             replay.log_entries += parsed_log.2.len();
             replay.log_dirty_pages += parsed_log.2.iter().map(|e| e.pages.len()).sum::<usize>();
             parsed.push(parsed_log);
+            new_logs.push(log);
         }
         replay.logs_supplied = logs.len();
         let primary = Arc::new(primary);
@@ -263,7 +298,7 @@ impl Hive {
         } else {
             (seq1, seq2, Vec::new())
         };
-        let mirror = if replay.dirty && !used.is_empty() && eff_seq1 != eff_seq2 {
+        let mirror = if replay.dirty && !old_applied && !used.is_empty() && eff_seq1 != eff_seq2 {
             let mut m = primary.to_vec();
             let (applied, changed) = mirror_replay(&mut m, eff_seq2, &used, MAX_HIVE_SIZE);
             mirror_applied = applied;
@@ -276,10 +311,8 @@ impl Hive {
         drop(parsed);
 
         let mut builder = ParserBuilder::from_file(Cursor::new(Shared(primary)));
-        for log in &logs {
-            if log.len() >= 512 && &log[..4] == b"regf" {
-                builder.with_transaction_log(Cursor::new(log.to_vec()));
-            }
+        for log in &new_logs {
+            builder.with_transaction_log(Cursor::new(log.to_vec()));
         }
         let root_rel = le32(&mirror, 36) as usize;
         let bins = if replay.bytes_added > 0 {
@@ -331,7 +364,7 @@ impl Hive {
                 replay.notes.push(n.text.clone());
             }
         }
-        if replay.logs_applied != (mirror_applied > 0) {
+        if !old_applied && replay.logs_applied != (mirror_applied > 0) {
             replay.notes.push(format!(
                 "imgcheck's own replay rules applied {mirror_applied} log entries where notatin {} (structure checks may look at other bytes than notatin reads)",
                 if replay.logs_applied { "applied some" } else { "applied none" }

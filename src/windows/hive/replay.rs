@@ -179,6 +179,199 @@ pub(super) fn mirror_replay(
     (applied, changed)
 }
 
+/// The base block checksum: XOR of the first 127 dwords, 0 and !0 avoided.
+pub(super) fn base_block_checksum(b: &[u8]) -> u32 {
+    match (0..127).fold(0u32, |x, i| x ^ le32(b, i * 4)) {
+        0 => 1,
+        0xFFFF_FFFF => 0xFFFF_FFFE,
+        c => c,
+    }
+}
+
+/// An old-format (DIRT) log: a 512-byte partial base block, then at 512 "DIRT" and a bitmap of
+/// dirty 512-byte pages of the hive bins data, then those pages from the next sector on.
+pub(super) fn is_old_format(log: &[u8]) -> bool {
+    log.len() >= 1024 && &log[..4] == b"regf" && &log[512..516] == b"DIRT"
+}
+
+/// What an old-format replay did.
+pub(super) struct OldReplay {
+    /// The hive after replay, with a clean base block.
+    pub bytes: Vec<u8>,
+    /// Dirty pages applied, and those among them whose bytes changed.
+    pub pages: usize,
+    pub changed: usize,
+    pub sequence: u32,
+}
+
+/// `(hive-bins-relative offset, the page's bytes)` of each dirty page of a log.
+type DirtyPages<'a> = Vec<(usize, &'a [u8])>;
+
+/// Why an old-format log cannot be applied to `primary`, or its dirty pages as
+/// `(bins size, [(hive-bins-relative offset, 512 bytes)])`.
+fn old_log_pages<'a>(
+    primary: &[u8],
+    checksum_ok: bool,
+    log: &'a [u8],
+    cap: usize,
+) -> Result<(usize, DirtyPages<'a>), String> {
+    if base_block_checksum(log) != le32(log, 508) {
+        return Err("its base block checksum is wrong".into());
+    }
+    let file_type = le32(log, 28);
+    if file_type != 1 && file_type != 2 {
+        return Err(format!(
+            "its file type is {file_type}, not a transaction log"
+        ));
+    }
+    if le32(log, 4) != le32(log, 8) {
+        return Err(format!(
+            "its sequence numbers differ ({} and {}): the log itself was not written completely",
+            le32(log, 4),
+            le32(log, 8)
+        ));
+    }
+    // The log belongs to this state of the hive when its last-written timestamp is the
+    // primary's (the first hive bin's when the primary's base block is bad).
+    let stamp = if checksum_ok {
+        &primary[12..20]
+    } else {
+        &primary[HBIN_START + 0x14..HBIN_START + 0x1C]
+    };
+    if &log[12..20] != stamp {
+        return Err("its last-written timestamp is not the hive's: a stale log".into());
+    }
+    let bins = le32(log, 40) as usize;
+    if bins == 0 || bins % 4096 != 0 || HBIN_START + bins > cap {
+        return Err(format!("its hive bins data size {bins} is not usable"));
+    }
+    let bits = bins / 512;
+    let bitmap = log
+        .get(516..516 + bits.div_ceil(8))
+        .ok_or("its dirty vector is cut short")?;
+    let mut at = (516 + bitmap.len()).div_ceil(512) * 512;
+    let mut pages = Vec::new();
+    for bit in 0..bits {
+        if bitmap[bit / 8] & (1 << (bit % 8)) != 0 {
+            let page = log
+                .get(at..at + 512)
+                .ok_or_else(|| format!("its dirty page {} is cut short", pages.len()))?;
+            pages.push((bit * 512, page));
+            at += 512;
+        }
+    }
+    Ok((bins, pages))
+}
+
+/// Replays the first applicable old-format log onto a dirty `primary`, as the format
+/// specification describes it: the log's base block valid and its sequence numbers equal, its
+/// last-written timestamp the hive's; dirty pages written at 4096 + 512·bit; each hive bin the
+/// pages touch verified (signature, its own offset, a size of at least 4096) and the replay
+/// stopped at the first that is not. Each log not applied gets a note saying why.
+pub(super) fn old_format_replay(
+    primary: &[u8],
+    checksum_ok: bool,
+    logs: &[&[u8]],
+    cap: usize,
+    notes: &mut Vec<String>,
+) -> Option<OldReplay> {
+    for (i, log) in logs.iter().enumerate() {
+        if !is_old_format(log) {
+            continue;
+        }
+        let (bins, pages) = match old_log_pages(primary, checksum_ok, log, cap) {
+            Ok(p) => p,
+            Err(why) => {
+                notes.push(format!(
+                    "old-format transaction log #{} not applied: {why}",
+                    i + 1
+                ));
+                continue;
+            }
+        };
+        let mut out = primary[..primary.len().min(HBIN_START + bins)].to_vec();
+        out.resize(HBIN_START + bins, 0);
+        let mut changed = 0;
+        let mut applied = 0;
+        // Verify the dirty bins as they will stand: apply, then walk the bins.
+        let mut trial = out.clone();
+        for (off, page) in &pages {
+            trial[HBIN_START + off..HBIN_START + off + 512].copy_from_slice(page);
+        }
+        let stop = first_bad_dirty_bin(&trial, bins, &pages);
+        if let Some(at) = stop {
+            notes.push(format!(
+                "old-format transaction log #{}: replay stopped at the hive bin at offset {:#x}, which is not valid after its dirty pages",
+                i + 1,
+                HBIN_START + at
+            ));
+        }
+        for (off, page) in &pages {
+            if stop.is_some_and(|s| *off >= s) {
+                break;
+            }
+            let dst = &mut out[HBIN_START + off..HBIN_START + off + 512];
+            if dst != *page {
+                changed += 1;
+                dst.copy_from_slice(page);
+            }
+            applied += 1;
+        }
+        // A clean base block: the primary's (the log's when the primary's is bad), its
+        // sequence numbers equal, the log's hive bins size, the checksum recomputed.
+        if !checksum_ok {
+            out[..512].copy_from_slice(&log[..512]);
+            out[28..32].copy_from_slice(&0u32.to_le_bytes());
+        }
+        let sequence = le32(&out, 4).max(le32(log, 4));
+        out[4..8].copy_from_slice(&sequence.to_le_bytes());
+        out[8..12].copy_from_slice(&sequence.to_le_bytes());
+        out[40..44].copy_from_slice(&(bins as u32).to_le_bytes());
+        let sum = base_block_checksum(&out);
+        out[508..512].copy_from_slice(&sum.to_le_bytes());
+        notes.push(format!(
+            "old-format transaction log #{} applied: {applied} dirty pages of 512 bytes ({changed} changed bytes); sequence number now {sequence}",
+            i + 1
+        ));
+        return Some(OldReplay {
+            bytes: out,
+            pages: applied,
+            changed,
+            sequence,
+        });
+    }
+    None
+}
+
+/// The first hive bin (hive-bins-relative offset) that a dirty page touches and that is not a
+/// valid bin once the pages are applied.
+fn first_bad_dirty_bin(b: &[u8], bins: usize, pages: &[(usize, &[u8])]) -> Option<usize> {
+    let mut pos = 0usize;
+    let mut next_page = 0usize;
+    while pos < bins {
+        let h = &b[HBIN_START + pos..];
+        let size = le32(h, 8) as usize;
+        let valid = &h[..4] == b"hbin"
+            && le32(h, 4) as usize == pos
+            && size >= 4096
+            && size % 4096 == 0
+            && pos + size <= bins;
+        let end = if valid { pos + size } else { pos + 4096 };
+        while next_page < pages.len() && pages[next_page].0 < pos {
+            next_page += 1;
+        }
+        let dirty = next_page < pages.len() && pages[next_page].0 < end;
+        if dirty && !valid {
+            return Some(pos);
+        }
+        if !valid {
+            return None; // damage outside the dirty pages: the integrity walk reports it
+        }
+        pos = end;
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

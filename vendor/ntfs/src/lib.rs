@@ -36,6 +36,7 @@
 #![cfg_attr(not(feature = "std"), no_std)]
 // Patched copy (see PATCHES.md): keep the lints of newer compilers quiet in vendored code.
 #![allow(mismatched_lifetime_syntaxes)]
+#![allow(clippy::incompatible_msrv, clippy::type_complexity)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 
