@@ -2024,3 +2024,15 @@ fn old_format_replay_matches_windows_7_on_a_real_hive() {
     };
     assert_eq!(names(&h), names(&windows));
 }
+
+/// A hive in format 1.1 (Windows NT 3.x) is refused naming its version, not a parser error.
+#[test]
+fn nt3_format_hive_names_its_version() {
+    let mut b = read_fixture("realdata/hivex-minimal-hive");
+    b[24..28].copy_from_slice(&1u32.to_le_bytes());
+    let e = Hive::open("nt3", &b, &[]).unwrap_err().to_string();
+    assert!(
+        e.contains("format 1.1 (Windows NT 3.x) is not supported"),
+        "{e}"
+    );
+}

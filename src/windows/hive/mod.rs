@@ -156,6 +156,18 @@ fn check_primary(name: &str, b: &[u8]) -> Result<(u32, u32, bool)> {
             format!("registry file type {file_type} is not a primary hive (a transaction log given as the hive?)"),
         ));
     }
+    let (major, minor) = (le32(b, 20), le32(b, 24));
+    if major != 1 || !(2..=6).contains(&minor) {
+        let era = if major == 1 && minor < 2 {
+            " (Windows NT 3.x)"
+        } else {
+            ""
+        };
+        return Err(Error::refused(
+            name,
+            format!("registry hive format {major}.{minor}{era} is not supported (only 1.2 to 1.6, Windows NT 4.0 and later)"),
+        ));
+    }
     let seq1 = le32(b, 4);
     let seq2 = le32(b, 8);
     let checksum = (0..127).fold(0u32, |x, i| x ^ le32(b, i * 4));
@@ -356,9 +368,17 @@ impl Hive {
                         .nth(1)
                         .and_then(|s| s.split('.').next())
                         .and_then(|s| s.trim().parse().ok());
-                    if let Some(seq) = seq.filter(|&s| s != 0) {
-                        replay.logs_applied = true;
-                        replay.sequence_after_replay = Some(seq);
+                    match seq.filter(|&s| s != 0) {
+                        Some(seq) => {
+                            replay.logs_applied = true;
+                            replay.sequence_after_replay = Some(seq);
+                        }
+                        None => {
+                            replay.notes.push(
+                                "no transaction log entry could be applied (none followed the hive's sequence number with valid hashes)".into(),
+                            );
+                            continue;
+                        }
                     }
                 }
                 replay.notes.push(n.text.clone());
