@@ -579,3 +579,42 @@ fn data_extents_of_a_fragmented_file_hold_its_bytes() {
     let err = v.data_extents("/Windows").unwrap_err().to_string();
     assert!(err.contains("is a directory"), "{err}");
 }
+
+/// Two names that differ only in case (POSIX namespace, as libntfs-3g and WSL create them) each
+/// open their own file, as ntfscat does; a name in another case still opens the file.
+#[test]
+fn names_differing_only_in_case_open_their_own_file() {
+    if !need_tools() {
+        return;
+    }
+    let td = tempfile::tempdir().unwrap();
+    std::fs::write(td.path().join("a"), b"upper case\n").unwrap();
+    std::fs::write(td.path().join("b"), b"lower case\n").unwrap();
+    let vol = volume(
+        td.path(),
+        "case.img",
+        16,
+        4096,
+        "d\t/Windows\n\
+         f\t/Windows/Foo.txt\t{dir}/a\n\
+         f\t/Windows/foo.txt\t{dir}/b\n",
+    );
+    let names = ntfsls(&vol, "/Windows");
+    assert!(
+        names.contains(&"Foo.txt".to_string()) && names.contains(&"foo.txt".to_string()),
+        "{names:?}"
+    );
+    for (name, want) in [("Foo.txt", "upper case\n"), ("foo.txt", "lower case\n")] {
+        let o = imgcheck_cat(&vol, &format!("/Windows/{name}"));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(String::from_utf8_lossy(&o.stdout), want, "{name}");
+        let nc = std::process::Command::new("ntfscat")
+            .arg(&vol)
+            .arg(format!("/Windows/{name}"))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&nc.stdout), want, "ntfscat {name}");
+    }
+    let o = imgcheck_cat(&vol, "/WINDOWS/FOO.TXT");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}

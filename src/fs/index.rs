@@ -106,6 +106,19 @@ impl Volume {
                 }
             })?
             .map_err(|e| self.err(&what, e, fs.budget()))?;
+            // The index collates case-insensitively, so `find` may return another name that
+            // differs only in case (two POSIX-namespace names, "Foo" and "foo"): an exact match
+            // in the directory wins, as ntfs-3g does it.
+            let found = match found {
+                Some((_, ref s)) if s != comp => {
+                    let exact = self
+                        .list_record(rec, &here, true, false)?
+                        .into_iter()
+                        .find(|e| e.name == *comp);
+                    exact.map(|e| (e.record, e.name)).or(found)
+                }
+                f => f,
+            };
             match found {
                 Some((r, s)) => {
                     rec = r;
