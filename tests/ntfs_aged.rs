@@ -618,3 +618,50 @@ fn names_differing_only_in_case_open_their_own_file() {
     let o = imgcheck_cat(&vol, "/WINDOWS/FOO.TXT");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// Alternate data streams read as `FILE:STREAM` (also `FILE:STREAM:$DATA`; `FILE::$DATA` is the
+/// unnamed stream), like `ntfscat -a DATA -n STREAM`; a missing stream is "no such data stream".
+#[test]
+fn alternate_data_streams_read_like_ntfscat() {
+    if !need_tools() {
+        return;
+    }
+    let td = tempfile::tempdir().unwrap();
+    std::fs::write(td.path().join("main"), b"main stream\n").unwrap();
+    std::fs::write(td.path().join("zone"), b"[ZoneTransfer]\r\nZoneId=3\r\n").unwrap();
+    std::fs::write(td.path().join("big"), random(300_000, 9)).unwrap();
+    let vol = volume(
+        td.path(),
+        "ads.img",
+        16,
+        4096,
+        "f\t/setup.exe\t{dir}/main\n\
+         s\t/setup.exe\tZone.Identifier\t{dir}/zone\n\
+         s\t/setup.exe\tbig\t{dir}/big\n",
+    );
+    for (spec, stream) in [
+        ("/setup.exe:Zone.Identifier", "Zone.Identifier"),
+        ("/setup.exe:zone.identifier:$DATA", "Zone.Identifier"),
+        ("/setup.exe:big", "big"),
+    ] {
+        let want = std::process::Command::new("ntfscat")
+            .args(["-a", "DATA", "-n", stream])
+            .arg(&vol)
+            .arg("/setup.exe")
+            .output()
+            .unwrap();
+        assert!(want.status.success() && !want.stdout.is_empty());
+        let o = imgcheck_cat(&vol, spec);
+        assert!(
+            o.status.success(),
+            "{spec}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(o.stdout == want.stdout, "{spec}: differs from ntfscat");
+    }
+    let o = imgcheck_cat(&vol, "/setup.exe::$DATA");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "main stream\n");
+    let o = imgcheck_cat(&vol, "/setup.exe:nope");
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no such data stream"));
+}

@@ -58,6 +58,28 @@ fn reparse_tag_name(tag: u32) -> &'static str {
     }
 }
 
+/// Splits `FILE:STREAM` (or `FILE:STREAM:$DATA`, `FILE::$DATA`) into the path and the stream
+/// name ("" for the unnamed stream). Only the last component can name a stream.
+pub fn split_stream(path: &str) -> (&str, &str) {
+    let last = path.rfind(['/', '\\']).map_or(0, |i| i + 1);
+    match path[last..].find(':') {
+        None => (path, ""),
+        Some(i) => {
+            let file = &path[..last + i];
+            let rest = &path[last + i + 1..];
+            let stream = rest
+                .strip_suffix(":$DATA")
+                .or_else(|| rest.strip_suffix(":$data"))
+                .unwrap_or(if rest.eq_ignore_ascii_case("$DATA") {
+                    ""
+                } else {
+                    rest
+                });
+            (file, stream)
+        }
+    }
+}
+
 impl Volume {
     /// Size, type and data-stream properties of `path`.
     pub fn stat(&self, path: &str) -> Result<Stat> {
@@ -113,16 +135,26 @@ impl Volume {
         w: &mut dyn Write,
     ) -> Result<u64> {
         let mut fs = self.reader(METADATA_BUDGET);
+        let (path, stream) = split_stream(path);
         let (rec, stored) = self.resolve(&mut fs, path)?;
-        let shown = display_path(&stored);
+        let mut shown = display_path(&stored);
         let file = self.file(&mut fs, rec, &shown)?;
-        if file.is_directory() {
+        if file.is_directory() && stream.is_empty() {
             return Err(Error::io(
                 format!("{}: {shown}", self.name),
                 io::Error::new(io::ErrorKind::IsADirectory, "is a directory"),
             ));
         }
-        let d = self.data_facts(&file, &mut fs, &shown)?;
+        let d = self.stream_facts(&file, &mut fs, &shown, stream)?;
+        if !stream.is_empty() {
+            if !d.present {
+                return Err(Error::io(
+                    format!("{}: {shown}:{stream}", self.name),
+                    io::Error::new(io::ErrorKind::NotFound, "no such data stream"),
+                ));
+            }
+            shown = format!("{shown}:{}", d.stream);
+        }
         if let Some(tag) = d.reparse_tag {
             return Err(Error::unsupported(
                 &self.name,
@@ -173,7 +205,7 @@ impl Volume {
             &self.name,
             &what,
             || -> std::result::Result<(), NtfsError> {
-                let Some(item) = file.data(&mut fs, "") else {
+                let Some(item) = file.data(&mut fs, &d.stream) else {
                     return Ok(());
                 };
                 let item = item?;
@@ -232,6 +264,18 @@ impl Volume {
         fs: &mut T,
         shown: &str,
     ) -> Result<DataFacts> {
+        self.stream_facts(file, fs, shown, "")
+    }
+
+    /// Facts about a file's data stream `stream` ("" for the unnamed one; names compare
+    /// case-insensitively, as NTFS does) and its reparse point.
+    pub(super) fn stream_facts<T: Read + Seek>(
+        &self,
+        file: &NtfsFile,
+        fs: &mut T,
+        shown: &str,
+        stream: &str,
+    ) -> Result<DataFacts> {
         let what = format!("reading the attributes of {shown}");
         let raw = guard(
             &self.name,
@@ -261,8 +305,13 @@ impl Volume {
                             }
                             facts.reparse_tag = Some(u32::from_le_bytes(tag));
                         }
-                        Ok(NtfsAttributeType::Data) if !facts.present && a.name()?.is_empty() => {
+                        Ok(NtfsAttributeType::Data)
+                            if !facts.present
+                                && a.name()?.to_string_lossy().to_lowercase()
+                                    == stream.to_lowercase() =>
+                        {
                             facts.present = true;
+                            facts.stream = a.name()?.to_string_lossy();
                             facts.size = a.value_length();
                             facts.flags = a.flags();
                             facts.resident = a.is_resident();
@@ -347,6 +396,8 @@ pub(super) struct DataFacts {
     pub(super) resident: bool,
     position: Option<u64>,
     pub(super) reparse_tag: Option<u32>,
+    /// The stream's name as stored ("" for the unnamed stream).
+    pub(super) stream: String,
 }
 
 impl Default for DataFacts {
@@ -356,6 +407,7 @@ impl Default for DataFacts {
             size: 0,
             initialized: 0,
             flags: NtfsAttributeFlags::empty(),
+            stream: String::new(),
             resident: false,
             position: None,
             reparse_tag: None,
