@@ -665,3 +665,82 @@ fn alternate_data_streams_read_like_ntfscat() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("no such data stream"));
 }
+
+/// A disk with 4 KiB logical sectors (4Kn): the MBR's LBAs count 4096-byte sectors and the
+/// NTFS boot sector says 4096 bytes per sector. The disk is read as such: the partition lies at
+/// LBA × 4096, and `ls`/`cat` agree with ntfsls/ntfscat on the partition.
+#[test]
+fn disk_with_4k_logical_sectors() {
+    if !need_tools() {
+        return;
+    }
+    let td = tempfile::tempdir().unwrap();
+    std::fs::write(td.path().join("data"), random(200_000, 5)).unwrap();
+    let part = td.path().join("part.img");
+    std::fs::File::create(&part)
+        .unwrap()
+        .set_len(32 << 20)
+        .unwrap();
+    let start_lba: u64 = 256; // 1 MiB in 4 KiB sectors
+    common::run(
+        "mkntfs",
+        &[
+            "-Q",
+            "-F",
+            "-T",
+            "-q",
+            "-s",
+            "4096",
+            "-p",
+            &start_lba.to_string(),
+            "-c",
+            "4096",
+            s(&part),
+        ],
+    );
+    let man = td.path().join("m");
+    std::fs::write(
+        &man,
+        format!("f\t/Windows/data.bin\t{}/data\n", s(td.path())),
+    )
+    .unwrap();
+    let o = std::process::Command::new(ntfsput())
+        .arg(&part)
+        .stdin(std::fs::File::open(&man).unwrap())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The disk: an MBR whose one entry counts 4096-byte sectors, then the partition.
+    let bytes = std::fs::read(&part).unwrap();
+    let mut disk = vec![0u8; (start_lba * 4096) as usize];
+    let e = &mut disk[446..462];
+    e[4] = 0x07;
+    e[8..12].copy_from_slice(&(start_lba as u32).to_le_bytes());
+    e[12..16].copy_from_slice(&((bytes.len() / 4096) as u32).to_le_bytes());
+    disk[510] = 0x55;
+    disk[511] = 0xAA;
+    disk.extend_from_slice(&bytes);
+    let img = td.path().join("disk4kn.raw");
+    std::fs::write(&img, &disk).unwrap();
+    let ls = common::imgcheck(&["ls", s(&img), "/Windows"]);
+    assert!(
+        ls.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ls.stderr)
+    );
+    assert_eq!(imgcheck_ls(&img, "/Windows"), ntfsls(&part, "/Windows"));
+    let o = imgcheck_cat(&img, "/Windows/data.bin");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let want = std::process::Command::new("ntfscat")
+        .arg(&part)
+        .arg("/Windows/data.bin")
+        .output()
+        .unwrap();
+    assert!(o.stdout == want.stdout && o.stdout.len() == 200_000);
+    let info = common::imgcheck(&["inspect", "--format", "json", s(&img)]);
+    let text = String::from_utf8_lossy(&info.stdout);
+    assert!(
+        text.contains("\"sector_size\": 4096") || text.contains("\"sector_size\":4096"),
+        "{text}"
+    );
+}

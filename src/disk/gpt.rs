@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::{gpt_type_name, problem, upper, EntryKind, Partition, Problem, ProblemCode};
-use super::{GPT_EFI_SYSTEM, MAX_GPT_ENTRIES, SECTOR};
+use super::{GPT_EFI_SYSTEM, MAX_GPT_ENTRIES};
 use crate::error::{Error, Result};
 use crate::image::{BlockDevice, DeviceReader};
 
@@ -27,22 +27,30 @@ fn bad_header(problems: &mut Vec<Problem>, which: &str, lba: u64, msg: String) {
 
 /// Read and check a GPT header at `lba` (1 for the primary, the last LBA for the backup):
 /// `Ok(None)` when there is no "EFI PART" signature or it is unusable (a problem says why).
+/// The gpt crate's block size for `sector` (512 or 4096).
+fn block_size(sector: u64) -> gpt::disk::LogicalBlockSize {
+    if sector == 4096 {
+        gpt::disk::LogicalBlockSize::Lb4096
+    } else {
+        gpt::disk::LogicalBlockSize::Lb512
+    }
+}
+
 fn read_header(
     dev: &Arc<dyn BlockDevice>,
     lba: u64,
     which: &str,
+    sector: u64,
     problems: &mut Vec<Problem>,
 ) -> Result<Option<gpt::header::Header>> {
-    use gpt::disk::LogicalBlockSize;
     use gpt::header::HeaderError;
     let size = dev.size();
-    if lba == 0 || (lba + 1) * SECTOR > size {
+    if lba == 0 || (lba + 1) * sector > size {
         return Ok(None);
     }
     // A window whose LBA 1 is `lba` of the disk: the crate reads its header at LBA 1.
-    let mut win = DeviceReader::window(dev.clone(), (lba - 1) * SECTOR, 2 * SECTOR);
-    let h = match gpt::header::read_header_from_arbitrary_device(&mut win, LogicalBlockSize::Lb512)
-    {
+    let mut win = DeviceReader::window(dev.clone(), (lba - 1) * sector, 2 * sector);
+    let h = match gpt::header::read_header_from_arbitrary_device(&mut win, block_size(sector)) {
         Ok(h) => h,
         Err(HeaderError::InvalidGptSignature) => return Ok(None),
         Err(HeaderError::InvalidCRC32Checksum) => {
@@ -86,7 +94,7 @@ fn read_header(
     }
     let arr_end = h
         .part_start
-        .checked_mul(SECTOR)
+        .checked_mul(sector)
         .and_then(|s| s.checked_add(h.num_parts as u64 * 128));
     match arr_end {
         Some(e) if e <= size => {}
@@ -116,15 +124,15 @@ fn read_gpt_at(
     dev: &Arc<dyn BlockDevice>,
     lba: u64,
     which: &str,
+    sector: u64,
     problems: &mut Vec<Problem>,
 ) -> Result<Option<GptFound>> {
-    use gpt::disk::LogicalBlockSize;
-    let Some(h) = read_header(dev, lba, which, problems)? else {
+    let Some(h) = read_header(dev, lba, which, sector, problems)? else {
         return Ok(None);
     };
     let bad = |problems: &mut Vec<Problem>, msg: String| bad_header(problems, which, lba, msg);
     let mut r = DeviceReader::new(dev.clone());
-    let entries = match gpt::partition::file_read_partitions(&mut r, &h, LogicalBlockSize::Lb512) {
+    let entries = match gpt::partition::file_read_partitions(&mut r, &h, block_size(sector)) {
         Ok(e) => e,
         Err(e) => {
             bad(problems, format!("has an unreadable entry array: {e}"));
@@ -151,8 +159,8 @@ fn read_gpt_at(
         partitions.push(Partition {
             index: *idx,
             kind: EntryKind::Gpt,
-            start: p.first_lba.saturating_mul(SECTOR),
-            size: sectors.saturating_mul(SECTOR),
+            start: p.first_lba.saturating_mul(sector),
+            size: sectors.saturating_mul(sector),
             mbr_type: None,
             type_name: gpt_type_name(&ty).to_string(),
             efi_system: ty == GPT_EFI_SYSTEM,
@@ -171,15 +179,16 @@ fn read_gpt_at(
 /// Primary GPT, else the backup (with a problem), else `None`.
 pub(super) fn read_gpt(
     dev: &Arc<dyn BlockDevice>,
+    sector: u64,
     problems: &mut Vec<Problem>,
 ) -> Result<Option<GptFound>> {
-    let primary = read_gpt_at(dev, 1, "primary", problems)?;
-    let last = dev.size() / SECTOR;
+    let primary = read_gpt_at(dev, 1, "primary", sector, problems)?;
+    let last = dev.size() / sector;
     if last < 3 {
         return Ok(primary);
     }
     let mut backup_problems = Vec::new();
-    let backup = read_gpt_at(dev, last - 1, "backup", &mut backup_problems)?;
+    let backup = read_gpt_at(dev, last - 1, "backup", sector, &mut backup_problems)?;
     match (primary, backup) {
         (Some(p), Some(_)) => Ok(Some(p)),
         (Some(p), None) => {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::mbr_type_name;
-use super::{problem, read, EntryKind, Partition, Problem, ProblemCode, MAX_LOGICAL, SECTOR};
+use super::{problem, read, EntryKind, Partition, Problem, ProblemCode, MAX_LOGICAL};
 use crate::error::{Error, Result};
 use crate::image::{BlockDevice, DeviceReader};
 
@@ -49,12 +49,13 @@ fn mbr_partition(
     sys: u8,
     start_lba: u64,
     sectors: u64,
+    sector: u64,
 ) -> Partition {
     Partition {
         index,
         kind,
-        start: start_lba * SECTOR,
-        size: sectors * SECTOR,
+        start: start_lba * sector,
+        size: sectors * sector,
         mbr_type: Some(sys),
         gpt_type: None,
         gpt_guid: None,
@@ -71,6 +72,7 @@ fn walk_extended(
     ext_index: u32,
     ext_start: u64,
     ext_sectors: u64,
+    sector: u64,
     out: &mut Vec<Partition>,
     problems: &mut Vec<Problem>,
 ) -> Result<()> {
@@ -90,8 +92,8 @@ fn walk_extended(
             break;
         }
         let ebr_lba = ext_start + rel;
-        let off = ebr_lba * SECTOR;
-        if off + SECTOR > size {
+        let off = ebr_lba * sector;
+        if off + sector > size {
             problem(
                 problems,
                 ProblemCode::ExtendedChain,
@@ -102,7 +104,7 @@ fn walk_extended(
             );
             break;
         }
-        let s = read(dev, off, SECTOR as usize)?;
+        let s = read(dev, off, 512)?;
         if s[510..512] != [0x55, 0xAA] {
             if step > 0 {
                 problem(
@@ -126,6 +128,7 @@ fn walk_extended(
                 data.sys,
                 ebr_lba + data.start as u64,
                 data.sectors as u64,
+                sector,
             ));
             next_index += 1;
         }
@@ -167,6 +170,7 @@ fn walk_extended(
 pub(super) fn read_mbr(
     dev: &Arc<dyn BlockDevice>,
     s0: &[u8],
+    sector: u64,
     problems: &mut Vec<Problem>,
 ) -> Result<Option<Mbr>> {
     let mut r = DeviceReader::new(dev.clone());
@@ -198,11 +202,11 @@ pub(super) fn read_mbr(
             return Ok(None);
         }
     };
-    let mut entries = primary_entries(&h, problems);
+    let mut entries = primary_entries(&h, sector, problems);
     let exts: Vec<(u32, u64, u64)> = entries
         .iter()
         .filter(|p| p.kind == EntryKind::Extended)
-        .map(|p| (p.index, p.start / SECTOR, p.size / SECTOR))
+        .map(|p| (p.index, p.start / sector, p.size / sector))
         .collect();
     if exts.len() > 1 {
         problem(
@@ -215,7 +219,7 @@ pub(super) fn read_mbr(
         );
     }
     if let Some(&(idx, start, sectors)) = exts.first() {
-        walk_extended(dev, idx, start, sectors, &mut entries, problems)?;
+        walk_extended(dev, idx, start, sectors, sector, &mut entries, problems)?;
     }
     Ok(Some(Mbr {
         disk_signature: u32::from_le_bytes(h.disk_signature),
@@ -224,7 +228,11 @@ pub(super) fn read_mbr(
 }
 
 /// The used primary entries (one active at most, or a problem).
-fn primary_entries(h: &mbrman::MBRHeader, problems: &mut Vec<Problem>) -> Vec<Partition> {
+fn primary_entries(
+    h: &mbrman::MBRHeader,
+    sector: u64,
+    problems: &mut Vec<Problem>,
+) -> Vec<Partition> {
     let mut entries = Vec::new();
     let mut active = 0;
     for (i, e) in h.iter() {
@@ -246,6 +254,7 @@ fn primary_entries(h: &mbrman::MBRHeader, problems: &mut Vec<Problem>) -> Vec<Pa
             e.sys,
             e.starting_lba as u64,
             e.sectors as u64,
+            sector,
         ));
     }
     if active > 1 {

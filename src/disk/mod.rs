@@ -322,6 +322,45 @@ fn human(bytes: u64) -> String {
     format!("{v:.1} {}", UNITS[u])
 }
 
+/// The disk's logical sector size, 512 or 4096 (4Kn), which no container format we read
+/// records: a GPT header at byte 512 or 4096 says it; else, for an MBR, where the first
+/// partition's boot sector lies (at its start LBA times 512 or times 4096). 512 otherwise.
+fn logical_sector_size(dev: &Arc<dyn BlockDevice>, s0: &[u8]) -> Result<u64> {
+    let size = dev.size();
+    let sig_at = |off: u64| -> Result<bool> {
+        Ok(off + 512 <= size && &read(dev, off, 8)?[..] == b"EFI PART")
+    };
+    if sig_at(512)? {
+        return Ok(512);
+    }
+    if sig_at(4096)? {
+        return Ok(4096);
+    }
+    if s0[510..512] != [0x55, 0xAA] {
+        return Ok(SECTOR);
+    }
+    for e in 0..4 {
+        let at = 446 + 16 * e;
+        let sys = s0[at + 4];
+        let lba = u64::from(u32::from_le_bytes(s0[at + 8..at + 12].try_into().unwrap()));
+        if sys == 0 || lba == 0 || mbr::is_extended(sys) {
+            continue;
+        }
+        let vbr = |off: u64| -> Result<bool> {
+            if off + 512 > size {
+                return Ok(false);
+            }
+            let b = read(dev, off, 512)?;
+            Ok(b[510..512] == [0x55, 0xAA] && boot_sector_kind(&b).is_some())
+        };
+        if !vbr(lba * 512)? && vbr(lba * 4096)? {
+            return Ok(4096);
+        }
+        break;
+    }
+    Ok(SECTOR)
+}
+
 /// Read the partition table of a guest disk.
 ///
 /// I/O errors are errors; everything about the table's content (missing, damaged, unusual) is
@@ -367,10 +406,12 @@ pub fn analyze(dev: &Arc<dyn BlockDevice>) -> Result<PartitionTable> {
         vbr: boot_sector_kind(&bytes),
         bytes: &bytes,
     };
-    let gpt = gpt::read_gpt(dev, &mut problems)?;
+    let sector = logical_sector_size(dev, &bytes)?;
+    t.sector_size = sector;
+    let gpt = gpt::read_gpt(dev, sector, &mut problems)?;
     // A volume boot sector at sector 0 is not an MBR.
     let mbr = if s0.signed && s0.vbr.is_none() {
-        mbr::read_mbr(dev, &bytes, &mut problems)?
+        mbr::read_mbr(dev, &bytes, sector, &mut problems)?
     } else {
         None
     };
