@@ -744,3 +744,86 @@ fn disk_with_4k_logical_sectors() {
         "{text}"
     );
 }
+
+/// The whole-disk rows of issue 20: the good fixture disk aged in place (its SYSTEM hive
+/// rewritten as a 6 MB file in about 1,500 runs behind an attribute list, System32 grown by
+/// 6,000 files interleaved with another directory) still passes `verify`, as raw, VHD and
+/// qcow2, with every check as on the original.
+#[test]
+fn aged_system_volume_passes_verify_in_every_container() {
+    if !need_tools() || !common::have("qemu-img") {
+        eprintln!("SKIP: needs ntfs-3g tools and qemu-img");
+        return;
+    }
+    let td = tempfile::tempdir().unwrap();
+    let disk = common::fixture("good-mbr.raw", td.path());
+    let mut bytes = std::fs::read(&disk).unwrap();
+    let (start, len) = (1usize << 20, 129_024usize * 512);
+    let part = td.path().join("part.img");
+    std::fs::write(&part, &bytes[start..start + len]).unwrap();
+    let cfg = "/Windows/System32/config/SYSTEM";
+    let hive = std::process::Command::new("ntfscat")
+        .arg(&part)
+        .arg(cfg)
+        .output()
+        .unwrap();
+    assert!(hive.status.success() && hive.stdout.len() > 4096);
+    // A hive file is often larger than its hive bins (Windows preallocates): pad to 6 MB.
+    let mut big = hive.stdout.clone();
+    big.resize(6_000_000, 0);
+    std::fs::write(td.path().join("SYSTEM"), &big).unwrap();
+    let man = td.path().join("m");
+    std::fs::write(
+        &man,
+        format!(
+            "x\t{cfg}\nF\t{cfg}\t{}/SYSTEM\t/filler.bin\t4096\n\
+             n\t/Windows/System32\t6000\t/Windows/Temp\n",
+            s(td.path())
+        ),
+    )
+    .unwrap();
+    let o = std::process::Command::new(ntfsput())
+        .arg(&part)
+        .stdin(std::fs::File::open(&man).unwrap())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_has_attribute_list(&part, &["-F", cfg]);
+    bytes[start..start + len].copy_from_slice(&std::fs::read(&part).unwrap());
+    let aged = td.path().join("aged.raw");
+    std::fs::write(&aged, &bytes).unwrap();
+    let (rc0, orig) = common::verify_json(&disk, &[]);
+    assert_eq!(rc0, 0);
+    let statuses = |r: &serde_json::Value| -> Vec<(String, String)> {
+        r["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["id"].as_str().unwrap().to_string(),
+                    c["status"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let mut images = vec![aged.clone()];
+    for (fmt, ext) in [("vpc", "vhd"), ("qcow2", "qcow2")] {
+        let out = td.path().join(format!("aged.{ext}"));
+        common::qemu_img(&["convert", "-f", "raw", "-O", fmt, s(&aged), s(&out)]);
+        images.push(out);
+    }
+    for img in images {
+        let (rc, rep) = common::verify_json(&img, &[]);
+        assert_eq!(rc, 0, "{}: {rep:#}", img.display());
+        let mut got = statuses(&rep);
+        let mut want = statuses(&orig);
+        got.retain(|(id, _)| id != "image.format");
+        want.retain(|(id, _)| id != "image.format");
+        assert_eq!(got, want, "{}", img.display());
+    }
+    assert_eq!(
+        ntfsls(&part, "/Windows/System32").len(),
+        imgcheck_ls(&aged, "/Windows/System32").len()
+    );
+}
