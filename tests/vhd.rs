@@ -506,6 +506,7 @@ fn differencing_folds_the_parent_in() {
     let opts = OpenOptions {
         allow_backing: true,
         allow_outside_dir: false,
+        ..Default::default()
     };
     let dev = image::open(&child, &opts).unwrap();
     let pdev = image::open(&parent, &OpenOptions::default()).unwrap();

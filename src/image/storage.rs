@@ -38,6 +38,29 @@ pub trait Storage: Send + Sync {
     fn allocated_size(&self) -> u64 {
         self.len()
     }
+    /// Identity of the host file, when the store is one (compared to refuse writing over it).
+    fn file_id(&self) -> Option<FileId> {
+        None
+    }
+}
+
+/// The identity of an opened host file: device and inode numbers, as `fstat` gave them. Two
+/// names (hard links, symlinks, `a/../b`) of one file have the same identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl FileId {
+    /// The identity of the file `meta` describes.
+    pub fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
 }
 
 /// Read exactly `buf.len()` bytes at `offset`, or fail with an error that names the store and
@@ -102,6 +125,7 @@ pub struct FileStorage {
     name: String,
     path: PathBuf,
     len: u64,
+    id: FileId,
 }
 
 impl FileStorage {
@@ -109,6 +133,12 @@ impl FileStorage {
     pub fn open(path: &Path) -> Result<Self> {
         let name = path.display().to_string();
         let file = File::open(path).map_err(|e| Error::io(&name, e))?;
+        Self::from_file(file, path)
+    }
+
+    /// A store reading `file`, already opened read-only from `path`.
+    pub fn from_file(file: File, path: &Path) -> Result<Self> {
+        let name = path.display().to_string();
         let meta = file.metadata().map_err(|e| Error::io(&name, e))?;
         let len = if meta.file_type().is_file() {
             meta.len()
@@ -132,6 +162,7 @@ impl FileStorage {
             name,
             path: path.to_path_buf(),
             len,
+            id: FileId::of(&meta),
         })
     }
 }
@@ -205,6 +236,9 @@ impl Storage for FileStorage {
             .metadata()
             .map(|m| m.blocks() * 512)
             .unwrap_or(self.len)
+    }
+    fn file_id(&self) -> Option<FileId> {
+        Some(self.id)
     }
 }
 

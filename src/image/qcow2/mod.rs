@@ -19,7 +19,7 @@ use libdeflater::{DecompressionError, Decompressor};
 use self::cache::Lru;
 pub use self::header::Header;
 use self::header::MAX_L1_BYTES;
-use super::storage::{read_exact_at, read_vec, FileStorage, Storage};
+use super::storage::{read_exact_at, read_vec, Storage};
 use super::{
     check_range, clip_end, push_extent, BlockDevice, Extent, ExtentKind, Format, OpenContext,
 };
@@ -602,7 +602,7 @@ fn open_backing(
     }
     let path = ctx.resolver.resolve(name, "backing file", reference)?;
     let child = ctx.child(reference)?;
-    let bs: Arc<dyn Storage> = Arc::new(FileStorage::open(&path)?);
+    let bs = ctx.resolver.open(name, "backing file", &path)?;
     let dev: Arc<dyn BlockDevice> = match format {
         // A backing file declared raw is read as raw, never probed.
         Some("raw") => Arc::new(super::raw::RawImage::new(bs)),
@@ -808,5 +808,13 @@ impl BlockDevice for Qcow2 {
 
     fn granularity(&self) -> u64 {
         self.cluster_size()
+    }
+
+    fn files(&self) -> Vec<super::FileId> {
+        let mut v: Vec<_> = self.storage.file_id().into_iter().collect();
+        if let Some(b) = &self.backing {
+            v.extend(b.files());
+        }
+        v
     }
 }

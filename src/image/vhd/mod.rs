@@ -738,4 +738,11 @@ impl BlockDevice for VhdImage {
             None => FIXED_GRANULARITY,
         }
     }
+    fn files(&self) -> Vec<super::FileId> {
+        let mut v: Vec<_> = self.storage.file_id().into_iter().collect();
+        if let Some(p) = self.sparse.as_ref().and_then(|sp| sp.parent.as_ref()) {
+            v.extend(p.dev.files());
+        }
+        v
+    }
 }
