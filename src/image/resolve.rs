@@ -141,11 +141,14 @@ impl Resolver {
             } else if ft.is_dir() {
                 "a directory"
             } else {
-                "not a regular file"
+                "of an unknown kind"
             };
             return Err(Error::refused(
                 referrer,
-                format!("{what} {shown} is {kind}, not an image file; references must name regular files"),
+                format!(
+                    "{what} {shown} is {kind}, not a regular file; an image may refer only \
+                     to regular files"
+                ),
             ));
         }
         check_fd_path(referrer, what, &file, path)?;

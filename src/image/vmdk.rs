@@ -20,6 +20,7 @@
 
 pub mod descriptor;
 pub mod sparse;
+mod tables;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

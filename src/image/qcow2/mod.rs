@@ -7,8 +7,10 @@
 //! tables are loaded on demand into a bounded, sharded LRU cache, and guest runs that map to
 //! contiguous host bytes are read with a single `pread`.
 
+mod backing;
 mod cache;
 mod header;
+mod validate;
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -163,9 +165,25 @@ impl Qcow2 {
             .collect()
         };
 
+        let csize_shift = 62 - (cluster_bits - 8);
+        let csize_mask = (1u64 << (cluster_bits - 8)) - 1;
+        let coffset_mask = (1u64 << csize_shift) - 1;
+        validate::validate(
+            s,
+            &validate::Tables {
+                hdr: &hdr,
+                l1: &l1,
+                extended_l2,
+                l1_shift,
+                csize_shift,
+                csize_mask,
+                coffset_mask,
+            },
+        )?;
+
         let backing = match &hdr.backing_file {
             None => None,
-            Some(b) => Some(open_backing(
+            Some(b) => Some(backing::open_backing(
                 &storage,
                 ctx,
                 b,
@@ -173,7 +191,6 @@ impl Qcow2 {
             )?),
         };
 
-        let csize_shift = 62 - (cluster_bits - 8);
         let l2_cap = (L2_CACHE_BYTES / cluster_size).max(16) as usize;
         let inflate_cap = (INFLATE_CACHE_BYTES / cluster_size).max(4) as usize;
         Ok(Qcow2 {
@@ -189,8 +206,8 @@ impl Qcow2 {
             l2_cache: Lru::new(l2_cap),
             inflate_cache: Lru::new(inflate_cap),
             csize_shift,
-            csize_mask: (1u64 << (cluster_bits - 8)) - 1,
-            coffset_mask: (1u64 << csize_shift) - 1,
+            csize_mask,
+            coffset_mask,
             backing,
             warnings,
         })
@@ -421,7 +438,10 @@ impl Qcow2 {
     /// Read `buf.len()` bytes of host data at `host` for guest offset `guest`.
     fn read_host(&self, buf: &mut [u8], host: u64, guest: u64) -> Result<()> {
         let flen = self.storage.len();
-        if host.checked_add(buf.len() as u64).is_none_or(|e| e > flen) {
+        let end = host.saturating_add(buf.len() as u64);
+        // The last cluster may be semi-allocated (open checked that every cluster starts inside
+        // the file): its part past the end of the file reads as zeros, as in qemu.
+        if host >= flen || end - flen.min(end) >= self.cluster_size() {
             return Err(Error::corrupt(
                 self.name_str(),
                 format!(
@@ -431,7 +451,9 @@ impl Qcow2 {
                 ),
             ));
         }
-        read_exact_at(self.storage.as_ref(), buf, host)
+        let inside = (flen.min(end) - host) as usize;
+        buf[inside..].fill(0);
+        read_exact_at(self.storage.as_ref(), &mut buf[..inside], host)
     }
 
     /// Read guest bytes at `guest` that this image does not hold: from the backing file (zeros
@@ -580,66 +602,6 @@ impl Qcow2 {
         buf.copy_from_slice(&cluster[s..s + buf.len()]);
         Ok(())
     }
-}
-
-/// Open the backing file `reference` of `storage`, when the user allows it.
-fn open_backing(
-    storage: &Arc<dyn Storage>,
-    ctx: &OpenContext,
-    reference: &str,
-    format: Option<&str>,
-) -> Result<Arc<dyn BlockDevice>> {
-    let name = storage.name();
-    if !ctx.options.allow_backing {
-        return Err(Error::refused(
-            name,
-            format!(
-                "qcow2 image has backing file \"{reference}\"; pass --allow-backing to read \
-                 through it (it must lie in the image's directory), or flatten the image first \
-                 with `qemu-img convert -O qcow2`"
-            ),
-        ));
-    }
-    let path = ctx.resolver.resolve(name, "backing file", reference)?;
-    let child = ctx.child(reference)?;
-    let bs = ctx.resolver.open(name, "backing file", &path)?;
-    let dev: Arc<dyn BlockDevice> = match format {
-        // A backing file declared raw is read as raw, never probed.
-        Some("raw") => Arc::new(super::raw::RawImage::new(bs)),
-        _ => super::open_storage(bs, &child)?,
-    };
-    if let Some(fmt) = format {
-        let expected = match fmt {
-            "raw" => Some(Format::Raw),
-            "qcow2" => Some(Format::Qcow2),
-            "vpc" => Some(Format::Vhd),
-            "vmdk" => Some(Format::Vmdk),
-            _ => None,
-        };
-        match expected {
-            None => {
-                return Err(Error::unsupported(
-                    name,
-                    format!(
-                        "qcow2 backing file \"{reference}\" has format \"{fmt}\", which imgcheck \
-                         does not read"
-                    ),
-                ))
-            }
-            Some(f) if f != dev.format() => {
-                return Err(Error::corrupt(
-                    name,
-                    format!(
-                        "qcow2 backing file \"{reference}\" is declared as {fmt} but its content \
-                         is {}",
-                        dev.format()
-                    ),
-                ))
-            }
-            Some(_) => {}
-        }
-    }
-    Ok(dev)
 }
 
 /// A run of guest bytes whose read is deferred so neighbours can be merged into one call.
