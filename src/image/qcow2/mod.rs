@@ -159,7 +159,8 @@ impl Qcow2 {
                 l1_needed * 8,
                 MAX_L1_BYTES,
                 "qcow2 L1 table",
-            )?
+            )
+            .map_err(validate::as_damage)?
             .chunks_exact(8)
             .map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes")))
             .collect()

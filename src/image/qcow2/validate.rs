@@ -73,6 +73,18 @@ fn damaged(s: &dyn Storage, msg: String) -> Error {
     )
 }
 
+/// `e`, a read of a table that failed because the table is not in the file, said to mean a
+/// damaged image; other errors unchanged.
+pub(super) fn as_damage(e: Error) -> Error {
+    match e {
+        Error::Corrupt { path, msg } => Error::Corrupt {
+            path,
+            msg: format!("{msg}: the image is damaged (cut short, or its header is corrupt)"),
+        },
+        other => other,
+    }
+}
+
 /// Walk every table of the image in `s` (see the module doc).
 pub(super) fn validate(s: &dyn Storage, t: &Tables) -> Result<()> {
     let cs = t.hdr.cluster_size();
@@ -141,13 +153,17 @@ fn refcount_blocks(s: &dyn Storage, hdr: &Header) -> Result<Vec<(usize, u64)>> {
             ),
         ));
     }
-    if off == 0 || off % cs != 0 || off.checked_add(len).is_none_or(|e| e > flen) {
+    let problem = if off == 0 || off % cs != 0 {
+        Some("is not at a cluster boundary after the header".to_string())
+    } else if off.checked_add(len).is_none_or(|e| e > flen) {
+        Some(format!("lies past the end of the {flen}-byte file"))
+    } else {
+        None
+    };
+    if let Some(p) = problem {
         return Err(damaged(
             s,
-            format!(
-                "qcow2 refcount table ({len} bytes at host offset {off}) is not a run of whole \
-                 clusters inside the {flen}-byte file"
-            ),
+            format!("qcow2 refcount table ({len} bytes at host offset {off}) {p}"),
         ));
     }
     let raw = read_vec(s, off, len, MAX_REFTABLE_BYTES, "qcow2 refcount table")?;

@@ -705,8 +705,11 @@ fn load_gd(s: &dyn Storage, what: &str, sector: u64, n: u64, gt_bytes: u64) -> R
             return Err(corrupt(
                 s,
                 format!(
-                    "{what} entry {i} points at a grain table at sector {e}, past the end of \
-                     the {}-byte file",
+                    "{what} entry {i} (at file offset {}) points at a grain table at sector \
+                     {e} (file offset {}), past the end of the {}-byte file: the extent is \
+                     damaged (truncated, or its grain directory is corrupt)",
+                    off + 4 * i as u64,
+                    e as u64 * SECTOR,
                     s.len()
                 ),
             ));

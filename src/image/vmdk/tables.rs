@@ -89,9 +89,13 @@ fn grain_problem(s: &dyn Storage, meta: &[(u64, u64)], sector: u64, g: &Grains) 
         g.grain_sectors * SECTOR
     };
     if start + need > len {
+        let what = if g.compressed {
+            "its 12-byte grain marker"
+        } else {
+            "its data"
+        };
         return Some(format!(
-            "runs past the end of the {len}-byte file ({} bytes needed there)",
-            need
+            "({what}, {need} bytes) runs past the end of the {len}-byte file"
         ));
     }
     let end_sector = sector + need.div_ceil(SECTOR);
