@@ -256,7 +256,9 @@ fn refuse_clashes(images: &[String], opts: &BatchConvertOptions) -> Result<Vec<F
             return Err(Error::refused(
                 out.display(),
                 format!(
-                    "this output of {image} would replace an input of the batch (the output                      folder holds the inputs, and one is named like an output); choose another                      --out-dir — nothing was converted"
+                    "this output of {image} would replace an input of the batch (the output \
+                     folder holds the inputs, and one is named like an output); choose another \
+                     --out-dir — nothing was converted"
                 ),
             ));
         }
@@ -264,7 +266,8 @@ fn refuse_clashes(images: &[String], opts: &BatchConvertOptions) -> Result<Vec<F
             return Err(Error::refused(
                 out.display(),
                 format!(
-                    "both {other} and {image} would be converted to this output; give them                      different names or convert them separately — nothing was converted"
+                    "both {other} and {image} would be converted to this output; give them \
+                     different names or convert them separately — nothing was converted"
                 ),
             ));
         }

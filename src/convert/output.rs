@@ -20,7 +20,9 @@ pub fn refuse_input(dst: &Path, inputs: &[FileId]) -> Result<()> {
     if inputs.contains(&FileId::of(&meta)) {
         return Err(Error::refused(
             dst.display(),
-            "the destination is an input of this conversion (the source image, or a backing              file, parent or extent it reads; maybe through a hard link or symlink);              refusing to replace it, even with --force — choose another destination",
+            "the destination is an input of this conversion (the source image, or a backing \
+             file, parent or extent it reads; maybe through a hard link or symlink); \
+             refusing to replace it, even with --force — choose another destination",
         ));
     }
     Ok(())

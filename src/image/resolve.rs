@@ -127,7 +127,8 @@ impl Resolver {
             return Err(Error::refused(
                 referrer,
                 format!(
-                    "{what} {shown} is a block device, not an image file; pass                      --allow-block-devices only if you mean to read that device"
+                    "{what} {shown} is a block device, not an image file; pass \
+                     --allow-block-devices only if you mean to read that device"
                 ),
             ));
         }
