@@ -209,7 +209,7 @@ fn qcow2_that_does_not_hold_its_tables_and_data() {
     );
     // An L2 table past the end.
     let p = edited(&src, "l2.qcow2", |b| {
-        put_be64(b, l1 as usize, (1 << 63) | 4 * MIB)
+        put_be64(b, l1 as usize, (1 << 63) | (4 * MIB))
     });
     assert_damaged(
         &p,

@@ -94,6 +94,9 @@ fn backing_file_that_is_a_fifo_is_refused_without_hanging() {
             assert_eq!(o.status.code(), Some(2));
         }
     }
+    // The FIFO named as the image itself.
+    let o = imgcheck_timed(&["info", &s(&fifo)]);
+    assert_refused(&o, &["base.raw", "FIFO"]);
     // A VMDK extent that is a FIFO, too.
     let desc = dir.path().join("d.vmdk");
     std::fs::write(

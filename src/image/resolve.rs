@@ -9,7 +9,7 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::storage::{FileStorage, Storage};
+use super::storage::{clear_nonblock, FileStorage, Storage};
 use super::OpenOptions;
 use crate::error::{Error, Result};
 
@@ -172,18 +172,5 @@ fn check_fd_path(referrer: &str, what: &str, file: &File, path: &Path) -> Result
             ),
         )),
         _ => Ok(()),
-    }
-}
-
-/// Back to blocking reads (the descriptor is a regular file or block device: reads never wait
-/// anyway, but nothing should depend on that).
-fn clear_nonblock(file: &File) {
-    let fd = file.as_raw_fd();
-    // SAFETY: fcntl on a valid, owned descriptor with integer arguments.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        if flags >= 0 {
-            libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
-        }
     }
 }

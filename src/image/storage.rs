@@ -119,6 +119,20 @@ pub fn file_bytes_read() -> u64 {
     FILE_BYTES_READ.load(Ordering::Relaxed)
 }
 
+/// Back to blocking reads on `file`, opened with `O_NONBLOCK` so that a FIFO could not make
+/// the open wait (a regular file or block device never blocks, but nothing should depend on
+/// that).
+pub(crate) fn clear_nonblock(file: &File) {
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on a valid, owned descriptor with integer arguments.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
+        }
+    }
+}
+
 /// A host file opened read-only.
 pub struct FileStorage {
     file: File,
@@ -129,10 +143,29 @@ pub struct FileStorage {
 }
 
 impl FileStorage {
-    /// Open `path` read-only. The input is never opened writable.
+    /// Open `path` read-only. The input is never opened writable. A regular file or a block
+    /// device (named by the user); a FIFO, socket or character device is refused without
+    /// waiting for a writer (`O_NONBLOCK`): an image must be readable at any offset.
     pub fn open(path: &Path) -> Result<Self> {
+        use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
         let name = path.display().to_string();
-        let file = File::open(path).map_err(|e| Error::io(&name, e))?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|e| Error::io(&name, e))?;
+        let ft = file
+            .metadata()
+            .map_err(|e| Error::io(&name, e))?
+            .file_type();
+        if ft.is_fifo() || ft.is_socket() || ft.is_char_device() {
+            return Err(Error::refused(
+                &name,
+                "is a FIFO, socket or character device, not an image file (an image must be \
+                 readable at any offset: give a regular file or a block device)",
+            ));
+        }
+        clear_nonblock(&file);
         Self::from_file(file, path)
     }
 
