@@ -20,7 +20,6 @@ use libdeflater::{DecompressionError, Decompressor};
 
 use self::cache::Lru;
 pub use self::header::Header;
-use self::header::MAX_L1_BYTES;
 use super::storage::{read_exact_at, read_vec, Storage};
 use super::{
     check_range, clip_end, push_extent, BlockDevice, Extent, ExtentKind, Format, OpenContext,
@@ -93,7 +92,6 @@ impl Qcow2 {
     /// Parse and validate `storage` as qcow2, following a backing file only when allowed.
     pub fn open(storage: Arc<dyn Storage>, ctx: &OpenContext) -> Result<Qcow2> {
         let s = storage.as_ref();
-        let name = s.name().to_string();
         let hdr = Header::read(s)?;
         let warnings = hdr.check_features(s)?;
 
@@ -104,67 +102,7 @@ impl Qcow2 {
         let l2_bits = cluster_bits - if extended_l2 { 4 } else { 3 };
         let l1_shift = cluster_bits + l2_bits;
 
-        if hdr.size > i64::MAX as u64 {
-            return Err(Error::corrupt(
-                &name,
-                format!(
-                    "qcow2 virtual size {} is absurd (over 2^63 bytes)",
-                    hdr.size
-                ),
-            ));
-        }
-        let l1_needed = hdr.size.div_ceil(1u64 << l1_shift);
-        let l1_claimed = hdr.l1_size as u64 * 8;
-        if l1_claimed > MAX_L1_BYTES {
-            return Err(Error::corrupt(
-                &name,
-                format!(
-                    "qcow2 L1 table claims {} entries ({l1_claimed} bytes), more than the \
-                     {MAX_L1_BYTES}-byte limit",
-                    hdr.l1_size
-                ),
-            ));
-        }
-        if (hdr.l1_size as u64) < l1_needed {
-            return Err(Error::corrupt(
-                &name,
-                format!(
-                    "qcow2 L1 table has {} entries but the {}-byte virtual size needs {l1_needed} \
-                     with {cluster_size}-byte clusters",
-                    hdr.l1_size, hdr.size
-                ),
-            ));
-        }
-        if hdr.l1_table_offset % cluster_size != 0 {
-            return Err(Error::corrupt(
-                &name,
-                format!(
-                    "qcow2 L1 table offset {} is not aligned to the {cluster_size}-byte cluster",
-                    hdr.l1_table_offset
-                ),
-            ));
-        }
-        let l1 = if l1_needed == 0 {
-            Vec::new()
-        } else {
-            if hdr.l1_table_offset == 0 {
-                return Err(Error::corrupt(
-                    &name,
-                    "qcow2 L1 table offset is 0 (it would overlap the header)",
-                ));
-            }
-            read_vec(
-                s,
-                hdr.l1_table_offset,
-                l1_needed * 8,
-                MAX_L1_BYTES,
-                "qcow2 L1 table",
-            )
-            .map_err(validate::as_damage)?
-            .chunks_exact(8)
-            .map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes")))
-            .collect()
-        };
+        let l1 = validate::read_l1(s, &hdr, l1_shift)?;
 
         let csize_shift = 62 - (cluster_bits - 8);
         let csize_mask = (1u64 << (cluster_bits - 8)) - 1;

@@ -73,6 +73,74 @@ fn damaged(s: &dyn Storage, msg: String) -> Error {
     )
 }
 
+/// Check the header's L1 fields (size, claimed entries, alignment) and read the active L1
+/// entries the virtual size needs.
+pub(super) fn read_l1(s: &dyn Storage, hdr: &Header, l1_shift: u32) -> Result<Vec<u64>> {
+    let name = s.name();
+    let cluster_size = hdr.cluster_size();
+    if hdr.size > i64::MAX as u64 {
+        return Err(Error::corrupt(
+            name,
+            format!(
+                "qcow2 virtual size {} is absurd (over 2^63 bytes)",
+                hdr.size
+            ),
+        ));
+    }
+    let l1_needed = hdr.size.div_ceil(1u64 << l1_shift);
+    let l1_claimed = hdr.l1_size as u64 * 8;
+    if l1_claimed > MAX_L1_BYTES {
+        return Err(Error::corrupt(
+            name,
+            format!(
+                "qcow2 L1 table claims {} entries ({l1_claimed} bytes), more than the \
+                 {MAX_L1_BYTES}-byte limit",
+                hdr.l1_size
+            ),
+        ));
+    }
+    if (hdr.l1_size as u64) < l1_needed {
+        return Err(Error::corrupt(
+            name,
+            format!(
+                "qcow2 L1 table has {} entries but the {}-byte virtual size needs {l1_needed} \
+                 with {cluster_size}-byte clusters",
+                hdr.l1_size, hdr.size
+            ),
+        ));
+    }
+    if hdr.l1_table_offset % cluster_size != 0 {
+        return Err(Error::corrupt(
+            name,
+            format!(
+                "qcow2 L1 table offset {} is not aligned to the {cluster_size}-byte cluster",
+                hdr.l1_table_offset
+            ),
+        ));
+    }
+    Ok(if l1_needed == 0 {
+        Vec::new()
+    } else {
+        if hdr.l1_table_offset == 0 {
+            return Err(Error::corrupt(
+                name,
+                "qcow2 L1 table offset is 0 (it would overlap the header)",
+            ));
+        }
+        read_vec(
+            s,
+            hdr.l1_table_offset,
+            l1_needed * 8,
+            MAX_L1_BYTES,
+            "qcow2 L1 table",
+        )
+        .map_err(as_damage)?
+        .chunks_exact(8)
+        .map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes")))
+        .collect()
+    })
+}
+
 /// `e`, a read of a table that failed because the table is not in the file, said to mean a
 /// damaged image; other errors unchanged.
 pub(super) fn as_damage(e: Error) -> Error {
