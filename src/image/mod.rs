@@ -190,7 +190,7 @@ pub fn push_file_extents(
     Ok(())
 }
 
-/// Options that widen what [`open`] is allowed to follow. Both default to off: an uploaded image
+/// Options that widen what [`open`] is allowed to follow. All default to off: an uploaded image
 /// must not make imgcheck read a file on the host.
 #[derive(Debug, Clone, Default)]
 pub struct OpenOptions {
