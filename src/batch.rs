@@ -1,14 +1,15 @@
 //! Many images at once: collecting image names from arguments, directories and lists, and
 //! verifying them in parallel.
 
+use std::collections::HashMap;
 use std::io::BufRead;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
 use crate::checks::{verify, ImageReport, VerifyOptions};
 use crate::error::{Error, Result};
-use crate::image::is_nbd_uri;
+use crate::image::{is_nbd_uri, FileId};
 
 /// File name extensions taken from a directory.
 const IMAGE_EXTENSIONS: [&str; 10] = [
@@ -225,6 +226,55 @@ fn skip_reason(
     ))
 }
 
+/// Refuse a batch whose outputs would replace one of its inputs (an output folder that is the
+/// input folder, with an input already named like an output: `x.qcow2` converted to qcow2), or
+/// whose inputs would all write one output (`x.vhd` and `x.vmdk`). Nothing is converted then.
+/// Returns the identities of the local inputs, which no output may replace later either.
+fn refuse_clashes(images: &[String], opts: &BatchConvertOptions) -> Result<Vec<FileId>> {
+    let dir = opts
+        .out_dir
+        .canonicalize()
+        .map_err(|e| Error::io(opts.out_dir.display(), e))?;
+    let local = images.iter().filter(|i| !is_nbd_uri(i));
+    let inputs: Vec<(PathBuf, Option<FileId>)> = local
+        .filter_map(|i| {
+            let canon = Path::new(i).canonicalize().ok()?;
+            let id = std::fs::metadata(&canon).ok().map(|m| FileId::of(&m));
+            Some((canon, id))
+        })
+        .collect();
+    let ids: Vec<FileId> = inputs.iter().filter_map(|(_, id)| *id).collect();
+    let mut outputs: HashMap<PathBuf, &str> = HashMap::new();
+    for image in images {
+        let out = output_name(image, &opts.out_dir, opts.convert.format);
+        let name = out.file_name().map(PathBuf::from).unwrap_or_default();
+        let at = dir.join(name);
+        let same_id = std::fs::metadata(&at)
+            .ok()
+            .is_some_and(|m| ids.contains(&FileId::of(&m)));
+        if same_id || inputs.iter().any(|(p, _)| *p == at) {
+            return Err(Error::refused(
+                out.display(),
+                format!(
+                    "this output of {image} would replace an input of the batch (the output \
+                     folder holds the inputs, and one is named like an output); choose another \
+                     --out-dir — nothing was converted"
+                ),
+            ));
+        }
+        if let Some(other) = outputs.insert(at, image) {
+            return Err(Error::refused(
+                out.display(),
+                format!(
+                    "both {other} and {image} would be converted to this output; give them \
+                     different names or convert them separately — nothing was converted"
+                ),
+            ));
+        }
+    }
+    Ok(ids)
+}
+
 /// Convert many images into `out_dir`, one after another (each conversion is parallel inside).
 /// An output that already exists is complete (outputs appear only by an atomic rename) and
 /// is kept, so a batch interrupted and run again redoes only what was not finished.
@@ -234,7 +284,10 @@ pub fn batch_convert(
     done: &dyn Fn(&BatchItem),
 ) -> Result<Vec<BatchItem>> {
     std::fs::create_dir_all(&opts.out_dir).map_err(|e| Error::io(opts.out_dir.display(), e))?;
+    let protect = refuse_clashes(images, opts)?;
     remove_stale_temporaries(&opts.out_dir)?;
+    let mut convert_opts = opts.convert.clone();
+    convert_opts.protect.extend(protect);
     let mut items = Vec::new();
     for image in images {
         if crate::convert::cancelled() {
@@ -258,7 +311,7 @@ pub fn batch_convert(
         } else {
             let result = crate::image::open_spec(image, &opts.verify.open).and_then(|dev| {
                 item.virtual_size = dev.size();
-                crate::convert::convert(dev, &out, &opts.convert, &|_| {})
+                crate::convert::convert(dev, &out, &convert_opts, &|_| {})
             });
             match result {
                 Ok(stats) => {

@@ -44,6 +44,10 @@ struct OpenArgs {
     /// Only for images you trust: a hostile image can name any host file.
     #[arg(long)]
     allow_outside_dir: bool,
+    /// Let backing files, parents and VMDK extents be block devices (only regular files
+    /// otherwise; FIFOs, sockets and character devices are always refused).
+    #[arg(long)]
+    allow_block_devices: bool,
 }
 
 impl OpenArgs {
@@ -51,6 +55,7 @@ impl OpenArgs {
         OpenOptions {
             allow_backing: self.allow_backing,
             allow_outside_dir: self.allow_outside_dir,
+            allow_block_devices: self.allow_block_devices,
         }
     }
 }
@@ -526,6 +531,7 @@ fn run(cli: Cli) -> Result<u8> {
                     jobs,
                     force,
                     cache: cache.parse()?,
+                    protect: Vec::new(),
                 },
                 out_dir,
                 verify_first,
@@ -588,6 +594,7 @@ fn run(cli: Cli) -> Result<u8> {
                 jobs,
                 force,
                 cache,
+                protect: Vec::new(),
             };
             install_cancel_handler();
             let show = !quiet && std::io::stderr().is_terminal();

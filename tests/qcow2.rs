@@ -117,6 +117,7 @@ fn assert_agrees(img: &Path, dir: &Path, extra: &[&str], what: &str, strict: boo
     let opts = OpenOptions {
         allow_backing: extra.contains(&"--allow-backing"),
         allow_outside_dir: false,
+        ..Default::default()
     };
     let (mut ours, mut theirs) = (our_map(img, &opts), qemu_map(img));
     if !strict {

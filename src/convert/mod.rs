@@ -26,7 +26,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::image::BlockDevice;
+use crate::image::{BlockDevice, FileId};
 
 /// Set (from a SIGINT/SIGTERM handler, or by a library user) to stop a conversion: the pipeline
 /// stops at the next chunk and the temporary output is removed.
@@ -125,6 +125,9 @@ pub struct ConvertOptions {
     pub force: bool,
     /// `-t`: fsync the output before renaming it into place, or not.
     pub cache: CacheMode,
+    /// Host files the destination must never be (the source and every file it reads);
+    /// [`convert`] adds the source's own, a batch adds all of its inputs.
+    pub protect: Vec<FileId>,
 }
 
 impl Default for ConvertOptions {
@@ -136,6 +139,7 @@ impl Default for ConvertOptions {
             jobs: 0,
             force: false,
             cache: CacheMode::Writeback,
+            protect: Vec::new(),
         }
     }
 }
@@ -200,6 +204,10 @@ pub fn convert(
     opts: &ConvertOptions,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<ConvertStats> {
+    let mut own = opts.clone();
+    own.protect.extend(src.files());
+    let opts = &own;
+    output::refuse_input(dst, &opts.protect)?;
     match opts.format {
         OutputFormat::Raw => {
             opts.check_keys(&[])?;

@@ -7,6 +7,26 @@ use std::path::{Path, PathBuf};
 
 use super::{CacheMode, ConvertOptions};
 use crate::error::{Error, Result};
+use crate::image::FileId;
+
+/// Refuse `dst` when it names one of the `inputs` (the source image, a backing file, parent or
+/// extent of it), whatever the name: the same path, a hard link, or a symlink to it. `--force`
+/// does not lift this: the conversion would replace what it reads.
+pub fn refuse_input(dst: &Path, inputs: &[FileId]) -> Result<()> {
+    // metadata() follows a symlink at `dst` to what it names.
+    let Ok(meta) = std::fs::metadata(dst) else {
+        return Ok(());
+    };
+    if inputs.contains(&FileId::of(&meta)) {
+        return Err(Error::refused(
+            dst.display(),
+            "the destination is an input of this conversion (the source image, or a backing \
+             file, parent or extent it reads; maybe through a hard link or symlink); \
+             refusing to replace it, even with --force — choose another destination",
+        ));
+    }
+    Ok(())
+}
 
 /// A destination being written.
 pub struct Output {
@@ -15,6 +35,8 @@ pub struct Output {
     dst: PathBuf,
     committed: bool,
     cache: CacheMode,
+    /// Files `dst` must not be when it is replaced (checked again at the rename).
+    protect: Vec<FileId>,
 }
 
 impl Output {
@@ -22,6 +44,7 @@ impl Output {
     pub fn create(dst: &Path, opts: &ConvertOptions) -> Result<Self> {
         let force = opts.force;
         let name = dst.display().to_string();
+        refuse_input(dst, &opts.protect)?;
         if !force && dst.symlink_metadata().is_ok() {
             return Err(Error::Other(format!(
                 "{name}: already exists; pass --force to overwrite it"
@@ -49,6 +72,7 @@ impl Output {
             dst: dst.to_path_buf(),
             committed: false,
             cache: opts.cache,
+            protect: opts.protect.clone(),
         })
     }
 
@@ -126,6 +150,8 @@ impl Output {
         if super::cancelled() {
             return Err(super::interrupted_error(&self.dst));
         }
+        // Again right before the rename: `dst` may have been made a link to an input since.
+        refuse_input(&self.dst, &self.protect)?;
         std::fs::rename(&self.tmp, &self.dst).map_err(|e| Error::io(self.name(), e))?;
         self.committed = true;
         if !durable {

@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 pub use detect::{detect, extension_warning, Detected};
 pub use reader::DeviceReader;
 pub use resolve::Resolver;
-pub use storage::{read_exact_at, read_vec, FileStorage, MemStorage, Storage};
+pub use storage::{read_exact_at, read_vec, FileId, FileStorage, MemStorage, Storage};
 
 /// Container formats imgcheck recognises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -116,6 +116,11 @@ pub trait BlockDevice: Send + Sync {
     fn granularity(&self) -> u64 {
         64 * 1024
     }
+    /// Every host file this image reads: the image itself, its backing files or parents, its
+    /// extents (a converter refuses to write over any of them).
+    fn files(&self) -> Vec<FileId> {
+        Vec::new()
+    }
 }
 
 /// Check that `[offset, offset+len)` lies inside a disk of `size` bytes.
@@ -185,7 +190,7 @@ pub fn push_file_extents(
     Ok(())
 }
 
-/// Options that widen what [`open`] is allowed to follow. Both default to off: an uploaded image
+/// Options that widen what [`open`] is allowed to follow. All default to off: an uploaded image
 /// must not make imgcheck read a file on the host.
 #[derive(Debug, Clone, Default)]
 pub struct OpenOptions {
@@ -193,6 +198,9 @@ pub struct OpenOptions {
     pub allow_backing: bool,
     /// Let backing files, parents and VMDK extents lie outside the image's directory.
     pub allow_outside_dir: bool,
+    /// Let backing files, parents and VMDK extents be block devices (otherwise only regular
+    /// files are opened; FIFOs, sockets and character devices never are).
+    pub allow_block_devices: bool,
 }
 
 /// Everything a format reader needs to open one image.
@@ -328,6 +336,9 @@ impl BlockDevice for Warned {
     }
     fn backing(&self) -> Option<String> {
         self.inner.backing()
+    }
+    fn files(&self) -> Vec<FileId> {
+        self.inner.files()
     }
 }
 

@@ -47,4 +47,7 @@ impl BlockDevice for RawImage {
     fn name(&self) -> &str {
         self.storage.name()
     }
+    fn files(&self) -> Vec<super::FileId> {
+        self.storage.file_id().into_iter().collect()
+    }
 }

@@ -38,6 +38,29 @@ pub trait Storage: Send + Sync {
     fn allocated_size(&self) -> u64 {
         self.len()
     }
+    /// Identity of the host file, when the store is one (compared to refuse writing over it).
+    fn file_id(&self) -> Option<FileId> {
+        None
+    }
+}
+
+/// The identity of an opened host file: device and inode numbers, as `fstat` gave them. Two
+/// names (hard links, symlinks, `a/../b`) of one file have the same identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl FileId {
+    /// The identity of the file `meta` describes.
+    pub fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
 }
 
 /// Read exactly `buf.len()` bytes at `offset`, or fail with an error that names the store and
@@ -96,19 +119,59 @@ pub fn file_bytes_read() -> u64 {
     FILE_BYTES_READ.load(Ordering::Relaxed)
 }
 
+/// Back to blocking reads on `file`, opened with `O_NONBLOCK` so that a FIFO could not make
+/// the open wait (a regular file or block device never blocks, but nothing should depend on
+/// that).
+pub(crate) fn clear_nonblock(file: &File) {
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on a valid, owned descriptor with integer arguments.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
+        }
+    }
+}
+
 /// A host file opened read-only.
 pub struct FileStorage {
     file: File,
     name: String,
     path: PathBuf,
     len: u64,
+    id: FileId,
 }
 
 impl FileStorage {
-    /// Open `path` read-only. The input is never opened writable.
+    /// Open `path` read-only. The input is never opened writable. A regular file or a block
+    /// device (named by the user); a FIFO, socket or character device is refused without
+    /// waiting for a writer (`O_NONBLOCK`): an image must be readable at any offset.
     pub fn open(path: &Path) -> Result<Self> {
+        use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
         let name = path.display().to_string();
-        let file = File::open(path).map_err(|e| Error::io(&name, e))?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|e| Error::io(&name, e))?;
+        let ft = file
+            .metadata()
+            .map_err(|e| Error::io(&name, e))?
+            .file_type();
+        if ft.is_fifo() || ft.is_socket() || ft.is_char_device() {
+            return Err(Error::refused(
+                &name,
+                "is a FIFO, socket or character device, not an image file (an image must be \
+                 readable at any offset: give a regular file or a block device)",
+            ));
+        }
+        clear_nonblock(&file);
+        Self::from_file(file, path)
+    }
+
+    /// A store reading `file`, already opened read-only from `path`.
+    pub fn from_file(file: File, path: &Path) -> Result<Self> {
+        let name = path.display().to_string();
         let meta = file.metadata().map_err(|e| Error::io(&name, e))?;
         let len = if meta.file_type().is_file() {
             meta.len()
@@ -132,6 +195,7 @@ impl FileStorage {
             name,
             path: path.to_path_buf(),
             len,
+            id: FileId::of(&meta),
         })
     }
 }
@@ -205,6 +269,9 @@ impl Storage for FileStorage {
             .metadata()
             .map(|m| m.blocks() * 512)
             .unwrap_or(self.len)
+    }
+    fn file_id(&self) -> Option<FileId> {
+        Some(self.id)
     }
 }
 

@@ -20,6 +20,7 @@
 
 pub mod descriptor;
 pub mod sparse;
+mod tables;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -28,7 +29,7 @@ use std::sync::Arc;
 use crate::image::push_file_extents;
 
 use super::detect::VMDK_COWD_MAGIC;
-use super::storage::{read_exact_at, read_vec, FileStorage, Storage};
+use super::storage::{read_exact_at, read_vec, FileId, Storage};
 use super::{
     check_range, clip_end, push_extent, BlockDevice, Extent, ExtentKind, Format, OpenContext,
 };
@@ -66,6 +67,8 @@ pub struct VmdkImage {
     actual_size: u64,
     /// The descriptor (embedded or standalone), when there is one.
     descriptor: Option<Descriptor>,
+    /// The host files of this disk: its descriptor or sparse file, and its extents.
+    files: Vec<FileId>,
 }
 
 /// Open a vmdk image (a `KDMV` sparse extent or a text descriptor).
@@ -215,6 +218,7 @@ fn from_sparse(
         granularity,
         actual_size,
         descriptor: desc,
+        files: storage.file_id().into_iter().collect(),
     })
 }
 
@@ -281,7 +285,7 @@ fn from_descriptor(
                 let st = match opened.get(&path) {
                     Some(s) => s.clone(),
                     None => {
-                        let s = open_regular(&name, &what, &path)?;
+                        let s = ctx.resolver.open(&name, &what, &path)?;
                         actual_size = actual_size.saturating_add(s.allocated_size());
                         opened.insert(path.clone(), s.clone());
                         s
@@ -375,23 +379,12 @@ fn from_descriptor(
         },
         actual_size,
         descriptor: Some(d),
+        files: storage
+            .file_id()
+            .into_iter()
+            .chain(opened.values().filter_map(|s| s.file_id()))
+            .collect(),
     })
-}
-
-/// Open a referenced file read-only, refusing anything but a regular file (a FIFO would block
-/// the open, a device is not an image file).
-fn open_regular(name: &str, what: &str, path: &std::path::Path) -> Result<Arc<dyn Storage>> {
-    let meta = std::fs::metadata(path).map_err(|e| Error::io(path.display(), e))?;
-    if !meta.is_file() {
-        return Err(Error::refused(
-            name,
-            format!(
-                "{what} {} is not a regular file (a directory, device, FIFO or socket)",
-                path.display()
-            ),
-        ));
-    }
-    Ok(Arc::new(FileStorage::open(path)?))
 }
 
 fn open_sparse_extent(
@@ -497,7 +490,7 @@ fn open_parent(
             format!("parentFileNameHint \"{hint}\" names this disk itself"),
         ));
     }
-    let pst = open_regular(name, "parent", &path)?;
+    let pst = ctx.resolver.open(name, "parent", &path)?;
     let parent_cid = read_cid(pst.as_ref());
     let dev = super::open_storage(pst, &ctx.child(name)?)?;
     if dev.format() == Format::Vmdk {
@@ -690,5 +683,12 @@ impl BlockDevice for VmdkImage {
     }
     fn granularity(&self) -> u64 {
         self.granularity
+    }
+    fn files(&self) -> Vec<FileId> {
+        let mut v = self.files.clone();
+        if let Some(p) = &self.parent {
+            v.extend(p.files());
+        }
+        v
     }
 }

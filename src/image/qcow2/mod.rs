@@ -7,8 +7,10 @@
 //! tables are loaded on demand into a bounded, sharded LRU cache, and guest runs that map to
 //! contiguous host bytes are read with a single `pread`.
 
+mod backing;
 mod cache;
 mod header;
+mod validate;
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,8 +20,7 @@ use libdeflater::{DecompressionError, Decompressor};
 
 use self::cache::Lru;
 pub use self::header::Header;
-use self::header::MAX_L1_BYTES;
-use super::storage::{read_exact_at, read_vec, FileStorage, Storage};
+use super::storage::{read_exact_at, read_vec, Storage};
 use super::{
     check_range, clip_end, push_extent, BlockDevice, Extent, ExtentKind, Format, OpenContext,
 };
@@ -91,7 +92,6 @@ impl Qcow2 {
     /// Parse and validate `storage` as qcow2, following a backing file only when allowed.
     pub fn open(storage: Arc<dyn Storage>, ctx: &OpenContext) -> Result<Qcow2> {
         let s = storage.as_ref();
-        let name = s.name().to_string();
         let hdr = Header::read(s)?;
         let warnings = hdr.check_features(s)?;
 
@@ -102,70 +102,27 @@ impl Qcow2 {
         let l2_bits = cluster_bits - if extended_l2 { 4 } else { 3 };
         let l1_shift = cluster_bits + l2_bits;
 
-        if hdr.size > i64::MAX as u64 {
-            return Err(Error::corrupt(
-                &name,
-                format!(
-                    "qcow2 virtual size {} is absurd (over 2^63 bytes)",
-                    hdr.size
-                ),
-            ));
-        }
-        let l1_needed = hdr.size.div_ceil(1u64 << l1_shift);
-        let l1_claimed = hdr.l1_size as u64 * 8;
-        if l1_claimed > MAX_L1_BYTES {
-            return Err(Error::corrupt(
-                &name,
-                format!(
-                    "qcow2 L1 table claims {} entries ({l1_claimed} bytes), more than the \
-                     {MAX_L1_BYTES}-byte limit",
-                    hdr.l1_size
-                ),
-            ));
-        }
-        if (hdr.l1_size as u64) < l1_needed {
-            return Err(Error::corrupt(
-                &name,
-                format!(
-                    "qcow2 L1 table has {} entries but the {}-byte virtual size needs {l1_needed} \
-                     with {cluster_size}-byte clusters",
-                    hdr.l1_size, hdr.size
-                ),
-            ));
-        }
-        if hdr.l1_table_offset % cluster_size != 0 {
-            return Err(Error::corrupt(
-                &name,
-                format!(
-                    "qcow2 L1 table offset {} is not aligned to the {cluster_size}-byte cluster",
-                    hdr.l1_table_offset
-                ),
-            ));
-        }
-        let l1 = if l1_needed == 0 {
-            Vec::new()
-        } else {
-            if hdr.l1_table_offset == 0 {
-                return Err(Error::corrupt(
-                    &name,
-                    "qcow2 L1 table offset is 0 (it would overlap the header)",
-                ));
-            }
-            read_vec(
-                s,
-                hdr.l1_table_offset,
-                l1_needed * 8,
-                MAX_L1_BYTES,
-                "qcow2 L1 table",
-            )?
-            .chunks_exact(8)
-            .map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes")))
-            .collect()
-        };
+        let l1 = validate::read_l1(s, &hdr, l1_shift)?;
+
+        let csize_shift = 62 - (cluster_bits - 8);
+        let csize_mask = (1u64 << (cluster_bits - 8)) - 1;
+        let coffset_mask = (1u64 << csize_shift) - 1;
+        validate::validate(
+            s,
+            &validate::Tables {
+                hdr: &hdr,
+                l1: &l1,
+                extended_l2,
+                l1_shift,
+                csize_shift,
+                csize_mask,
+                coffset_mask,
+            },
+        )?;
 
         let backing = match &hdr.backing_file {
             None => None,
-            Some(b) => Some(open_backing(
+            Some(b) => Some(backing::open_backing(
                 &storage,
                 ctx,
                 b,
@@ -173,7 +130,6 @@ impl Qcow2 {
             )?),
         };
 
-        let csize_shift = 62 - (cluster_bits - 8);
         let l2_cap = (L2_CACHE_BYTES / cluster_size).max(16) as usize;
         let inflate_cap = (INFLATE_CACHE_BYTES / cluster_size).max(4) as usize;
         Ok(Qcow2 {
@@ -189,8 +145,8 @@ impl Qcow2 {
             l2_cache: Lru::new(l2_cap),
             inflate_cache: Lru::new(inflate_cap),
             csize_shift,
-            csize_mask: (1u64 << (cluster_bits - 8)) - 1,
-            coffset_mask: (1u64 << csize_shift) - 1,
+            csize_mask,
+            coffset_mask,
             backing,
             warnings,
         })
@@ -421,7 +377,10 @@ impl Qcow2 {
     /// Read `buf.len()` bytes of host data at `host` for guest offset `guest`.
     fn read_host(&self, buf: &mut [u8], host: u64, guest: u64) -> Result<()> {
         let flen = self.storage.len();
-        if host.checked_add(buf.len() as u64).is_none_or(|e| e > flen) {
+        let end = host.saturating_add(buf.len() as u64);
+        // The last cluster may be semi-allocated (open checked that every cluster starts inside
+        // the file): its part past the end of the file reads as zeros, as in qemu.
+        if host >= flen || end - flen.min(end) >= self.cluster_size() {
             return Err(Error::corrupt(
                 self.name_str(),
                 format!(
@@ -431,7 +390,9 @@ impl Qcow2 {
                 ),
             ));
         }
-        read_exact_at(self.storage.as_ref(), buf, host)
+        let inside = (flen.min(end) - host) as usize;
+        buf[inside..].fill(0);
+        read_exact_at(self.storage.as_ref(), &mut buf[..inside], host)
     }
 
     /// Read guest bytes at `guest` that this image does not hold: from the backing file (zeros
@@ -580,66 +541,6 @@ impl Qcow2 {
         buf.copy_from_slice(&cluster[s..s + buf.len()]);
         Ok(())
     }
-}
-
-/// Open the backing file `reference` of `storage`, when the user allows it.
-fn open_backing(
-    storage: &Arc<dyn Storage>,
-    ctx: &OpenContext,
-    reference: &str,
-    format: Option<&str>,
-) -> Result<Arc<dyn BlockDevice>> {
-    let name = storage.name();
-    if !ctx.options.allow_backing {
-        return Err(Error::refused(
-            name,
-            format!(
-                "qcow2 image has backing file \"{reference}\"; pass --allow-backing to read \
-                 through it (it must lie in the image's directory), or flatten the image first \
-                 with `qemu-img convert -O qcow2`"
-            ),
-        ));
-    }
-    let path = ctx.resolver.resolve(name, "backing file", reference)?;
-    let child = ctx.child(reference)?;
-    let bs: Arc<dyn Storage> = Arc::new(FileStorage::open(&path)?);
-    let dev: Arc<dyn BlockDevice> = match format {
-        // A backing file declared raw is read as raw, never probed.
-        Some("raw") => Arc::new(super::raw::RawImage::new(bs)),
-        _ => super::open_storage(bs, &child)?,
-    };
-    if let Some(fmt) = format {
-        let expected = match fmt {
-            "raw" => Some(Format::Raw),
-            "qcow2" => Some(Format::Qcow2),
-            "vpc" => Some(Format::Vhd),
-            "vmdk" => Some(Format::Vmdk),
-            _ => None,
-        };
-        match expected {
-            None => {
-                return Err(Error::unsupported(
-                    name,
-                    format!(
-                        "qcow2 backing file \"{reference}\" has format \"{fmt}\", which imgcheck \
-                         does not read"
-                    ),
-                ))
-            }
-            Some(f) if f != dev.format() => {
-                return Err(Error::corrupt(
-                    name,
-                    format!(
-                        "qcow2 backing file \"{reference}\" is declared as {fmt} but its content \
-                         is {}",
-                        dev.format()
-                    ),
-                ))
-            }
-            Some(_) => {}
-        }
-    }
-    Ok(dev)
 }
 
 /// A run of guest bytes whose read is deferred so neighbours can be merged into one call.
@@ -808,5 +709,13 @@ impl BlockDevice for Qcow2 {
 
     fn granularity(&self) -> u64 {
         self.cluster_size()
+    }
+
+    fn files(&self) -> Vec<super::FileId> {
+        let mut v: Vec<_> = self.storage.file_id().into_iter().collect();
+        if let Some(b) = &self.backing {
+            v.extend(b.files());
+        }
+        v
     }
 }

@@ -41,8 +41,9 @@
 //! - Sector bitmaps are honoured (qemu ignores them and reads whole blocks). qemu writes
 //!   all-ones bitmaps, so both read qemu's images alike; for other writers the specification
 //!   (and Hyper-V) is followed.
-//! - A BAT entry that points past the end of the file makes `open` warn and a read of that block
-//!   fail, naming the block (qemu refuses to open such a file).
+//! - A BAT entry whose block runs past the end of the file (or into the footer, the image's
+//!   metadata or another block) is an error when the image is opened, naming the entry and its
+//!   offsets; qemu refuses to open such a file too. See [`bat`].
 //! - A parent whose UUID differs from the one the child records is refused. The parent time
 //!   stamp is not compared: writers disagree on what it records.
 //! - Where qemu cannot serve as the oracle: it does not find a 511-byte footer, and it opens a
@@ -55,6 +56,7 @@
 //! summarised as full, empty or partial in one byte per block; only partial bitmaps are kept,
 //! in a cache of bounded size. Everything takes `&self`; many threads read one image at once.
 
+mod bat;
 mod footer;
 mod parent;
 
@@ -500,8 +502,8 @@ impl VhdImage {
             if sp.bat[b] == UNALLOCATED {
                 add(&mut out, &mut absent, pos, stop, false)?;
             } else if u64::from(sp.bat[b]) * 512 + sp.bitmap_size > self.storage.len() {
-                // The bitmap is past the end of the file (open warned): map the block as the
-                // BAT claims it, and let a read of it fail, naming the block.
+                // Unreachable for an opened image (open checks every block); kept so a read of
+                // such a block fails, naming it, rather than mapping garbage.
                 add(&mut out, &mut absent, pos, stop, true)?;
             } else {
                 match self.bitmap(sp, b)? {
@@ -612,24 +614,24 @@ fn open_sparse(
         .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
     drop(raw);
-    let mut past = 0u64;
-    let mut first_past = None;
-    for (b, &e) in bat.iter().enumerate() {
-        if e == UNALLOCATED {
-            continue;
-        }
-        let in_disk = bs.min(size - b as u64 * bs);
-        if u64::from(e) * 512 + bitmap_size + in_disk > len {
-            past += 1;
-            first_past.get_or_insert((b, u64::from(e) * 512));
-        }
-    }
-    if let Some((b, off)) = first_past {
-        warnings.push(format!(
-            "{past} allocated block(s) lie past the end of the file (the first is block {b}, at \
-             file offset {off}): the file is truncated, and reading those blocks fails"
-        ));
-    }
+    let tail_footer = match read_tail_footer(storage)? {
+        Ok(f) => f.raw.len() as u64,
+        Err(FooterProblem::NoCookie) => 0,
+        Err(_) => FOOTER_SIZE as u64,
+    };
+    bat::check(
+        storage,
+        &bat,
+        &bat::Layout {
+            header_offset: hoff,
+            table_offset: hdr.table_offset,
+            table_entries: entries,
+            block_size: bs,
+            bitmap_size,
+            size,
+            tail_footer,
+        },
+    )?;
     let states = (0..bat.len()).map(|_| AtomicU8::new(ST_UNKNOWN)).collect();
     let parent = if kind == DiskType::Differencing {
         let info = parent::parent_info(storage, &hdr)?;
@@ -737,5 +739,12 @@ impl BlockDevice for VhdImage {
             Some(sp) => sp.block_size,
             None => FIXED_GRANULARITY,
         }
+    }
+    fn files(&self) -> Vec<super::FileId> {
+        let mut v: Vec<_> = self.storage.file_id().into_iter().collect();
+        if let Some(p) = self.sparse.as_ref().and_then(|sp| sp.parent.as_ref()) {
+            v.extend(p.dev.files());
+        }
+        v
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::footer::{decode_utf16, uuid_text, DynHeader, Locator};
 use crate::error::{Error, Result};
-use crate::image::storage::{read_vec, FileStorage, Storage};
+use crate::image::storage::{read_vec, Storage};
 use crate::image::{open_storage, BlockDevice, Format, OpenContext};
 
 /// Longest parent locator payload read (a Windows path of 32767 UTF-16 units fits).
@@ -200,8 +200,9 @@ pub fn resolve(
             tried.push(l.clone());
             match ctx.resolver.resolve(name, "parent", l) {
                 Ok(p) if own.as_deref() == Some(p.as_path()) => is_self = true,
-                Ok(p) if p.is_file() => return Ok(p),
-                Ok(_) => {} // a directory or device: not a parent image
+                Ok(p) if p.is_dir() => {} // not a parent image
+                // Anything else is opened, and refused there unless it is a regular file.
+                Ok(p) => return Ok(p),
                 Err(e @ Error::Refused { .. }) => {
                     refused.get_or_insert(e);
                 }
@@ -288,7 +289,7 @@ pub fn open_parent(
         }
     }
     let child_ctx = ctx.child(name)?;
-    let storage: Arc<dyn Storage> = Arc::new(FileStorage::open(path)?);
+    let storage = ctx.resolver.open(name, "parent", path)?;
     let dev = open_storage(storage.clone(), &child_ctx)?;
     let pname = path.display().to_string();
     if dev.format() != Format::Vhd {

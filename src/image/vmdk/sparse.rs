@@ -255,8 +255,8 @@ impl SparseExtent {
             ));
         }
         let gt_bytes = gtes * 4;
-        let gd = if gd_entries == 0 {
-            Vec::new()
+        let (gd, gd_sector) = if gd_entries == 0 {
+            (Vec::new(), 0)
         } else {
             let primary = if h.gd_offset == 0 || h.gd_offset == GD_AT_END {
                 Err(corrupt(
@@ -267,7 +267,7 @@ impl SparseExtent {
                 load_gd(s, "grain directory", h.gd_offset, gd_entries, gt_bytes)
             };
             match primary {
-                Ok(gd) => gd,
+                Ok(gd) => (gd, h.gd_offset),
                 Err(e) => {
                     let rgd_ok =
                         h.flags & FLAG_RGD != 0 && h.rgd_offset != 0 && h.rgd_offset != GD_AT_END;
@@ -289,7 +289,7 @@ impl SparseExtent {
                                 msg_of(&e),
                                 h.rgd_offset
                             ));
-                            gd
+                            (gd, h.rgd_offset)
                         }
                         Err(e2) => {
                             return Err(corrupt(
@@ -306,6 +306,18 @@ impl SparseExtent {
                 }
             }
         };
+        super::tables::check(
+            s,
+            &gd,
+            &super::tables::Grains {
+                grain_sectors: h.grain_size,
+                gtes,
+                capacity: h.capacity,
+                compressed,
+                zero_grain: h.flags & FLAG_ZERO_GRAIN != 0,
+                gd_sector,
+            },
+        )?;
         let slots = (GT_CACHE_BYTES / gt_bytes)
             .clamp(1, 4096)
             .min(gd_entries.max(1)) as usize;
@@ -693,8 +705,11 @@ fn load_gd(s: &dyn Storage, what: &str, sector: u64, n: u64, gt_bytes: u64) -> R
             return Err(corrupt(
                 s,
                 format!(
-                    "{what} entry {i} points at a grain table at sector {e}, past the end of \
-                     the {}-byte file",
+                    "{what} entry {i} (at file offset {}) points at a grain table at sector \
+                     {e} (file offset {}), past the end of the {}-byte file: the extent is \
+                     damaged (truncated, or its grain directory is corrupt)",
+                    off + 4 * i as u64,
+                    e as u64 * SECTOR,
                     s.len()
                 ),
             ));
