@@ -5,23 +5,47 @@
 //! Reads are `NBD_CMD_READ` (holes arrive as `OFFSET_HOLE` chunks, nothing sent for them);
 //! [`Storage::data_ranges`] is answered by `NBD_CMD_BLOCK_STATUS`. Several threads can read at
 //! once: each takes a connection from a small pool (more than one connection only when the
-//! server advertises `NBD_FLAG_CAN_MULTI_CONN`). Every socket operation has a timeout, so a
-//! dead server gives an error, never a hang.
+//! server advertises `NBD_FLAG_CAN_MULTI_CONN`).
+//!
+//! Deadlines, not just socket timeouts: a socket timeout bounds one read, so a server that
+//! drips a byte before each timeout would keep a client waiting forever. The whole
+//! negotiation (connect, greeting, options) must finish within [`Timeouts::negotiation`], and
+//! each request's whole reply within [`Timeouts::request`] plus a second per 256 KiB. After a
+//! request has timed out the export is considered dead: every later request fails at once
+//! with the same error instead of waiting out its own deadline.
 
 use std::io::{self, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::proto::*;
-use super::stream::Stream;
+use super::stream::{transfer_deadline, Stream};
 use super::uri::{Address, NbdUri};
 use crate::image::Storage;
 
-/// Timeout for connecting, and for any single read or write on the socket.
-pub const TIMEOUT: Duration = Duration::from_secs(30);
-/// Handshake timeout for extra pool connections (a server that serves one client at a time
+/// How long an NBD server may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// For connecting and the whole negotiation (default 10 s: a server answers the handshake
+    /// at once; qemu-nbd gives its clients 10 s as well).
+    pub negotiation: Duration,
+    /// For each request's whole reply, plus a second per 256 KiB of data asked for (default
+    /// 30 s, the Linux NBD client's default request timeout).
+    pub request: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            negotiation: Duration::from_secs(10),
+            request: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Negotiation deadline for extra pool connections (a server that serves one client at a time
 /// accepts the TCP connection but never answers; we then stay with one connection).
 const EXTRA_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections per export when the server allows several.
@@ -60,15 +84,15 @@ pub struct ExportInfo {
     pub max_request: u32,
 }
 
+/// One connection; requests are written to the same socket the reader reads from.
 struct Conn {
     r: BufReader<Stream>,
-    w: Stream,
     cookie: u64,
 }
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        // Soft disconnect, best effort.
+        // Soft disconnect, best effort, without waiting on a stuck server.
         let req = Request {
             flags: 0,
             typ: CMD_DISC,
@@ -76,7 +100,9 @@ impl Drop for Conn {
             offset: 0,
             length: 0,
         };
-        let _ = self.w.write_all(&req.encode());
+        let s = self.r.get_ref();
+        s.set_deadline(Some(Instant::now() + Duration::from_millis(100)));
+        let _ = (&mut &*s).write_all(&req.encode());
     }
 }
 
@@ -91,13 +117,24 @@ pub struct NbdStorage {
     name: String,
     uri: NbdUri,
     info: ExportInfo,
-    timeout: Duration,
+    timeouts: Timeouts,
     max_conns: usize,
     pool: Mutex<PoolState>,
     cv: Condvar,
+    /// Set when a request timed out: the server is dead or stuck, later requests fail at once.
+    dead: Mutex<Option<String>>,
 }
 
-fn connect(address: &Address, timeout: Duration) -> io::Result<Stream> {
+/// Connect to `address`, within the time left before `deadline`.
+fn connect(address: &Address, deadline: Instant) -> io::Result<Stream> {
+    let left = || {
+        let t = deadline.saturating_duration_since(Instant::now());
+        if t.is_zero() {
+            Err(super::stream::deadline_passed())
+        } else {
+            Ok(t)
+        }
+    };
     let stream = match address {
         Address::Tcp { host, port } => {
             let addrs = (host.as_str(), *port)
@@ -106,7 +143,7 @@ fn connect(address: &Address, timeout: Duration) -> io::Result<Stream> {
             let mut last = None;
             let mut found = None;
             for a in addrs {
-                match TcpStream::connect_timeout(&a, timeout) {
+                match TcpStream::connect_timeout(&a, left()?) {
                     Ok(s) => {
                         found = Some(s);
                         break;
@@ -120,7 +157,7 @@ fn connect(address: &Address, timeout: Duration) -> io::Result<Stream> {
                 }
             }
             match found {
-                Some(s) => Stream::Tcp(s),
+                Some(s) => Stream::tcp(s),
                 None => {
                     return Err(last.unwrap_or_else(|| {
                         io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address"))
@@ -128,13 +165,12 @@ fn connect(address: &Address, timeout: Duration) -> io::Result<Stream> {
                 }
             }
         }
-        Address::Unix(p) => Stream::Unix(UnixStream::connect(p).map_err(|e| {
+        Address::Unix(p) => Stream::unix(UnixStream::connect(p).map_err(|e| {
             io::Error::new(e.kind(), format!("cannot connect to {}: {e}", p.display()))
         })?),
     };
     stream.set_nodelay()?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
+    stream.set_deadline(Some(deadline));
     Ok(stream)
 }
 
@@ -191,13 +227,18 @@ fn be32(d: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes(d.get(at..at + 4)?.try_into().ok()?))
 }
 
-/// Negotiate on a fresh connection. On failure the client ends the session politely
-/// (`NBD_OPT_ABORT`) before closing it.
-fn handshake(stream: Stream, export: &str) -> io::Result<(Conn, ExportInfo)> {
-    let mut r = BufReader::with_capacity(256 * 1024, stream.try_clone()?);
-    let mut w = stream;
+/// Connect and negotiate, all before `deadline`. On failure the client ends the session
+/// politely (`NBD_OPT_ABORT`) before closing it.
+fn handshake(address: &Address, export: &str, deadline: Instant) -> io::Result<(Conn, ExportInfo)> {
+    let stream = connect(address, deadline)?;
+    let mut w = stream.try_clone()?;
+    w.set_deadline(Some(deadline));
+    let mut r = BufReader::with_capacity(256 * 1024, stream);
     match negotiate(&mut r, &mut w, export) {
-        Ok(info) => Ok((Conn { r, w, cookie: 0 }, info)),
+        Ok(info) => {
+            r.get_ref().set_deadline(None);
+            Ok((Conn { r, cookie: 0 }, info))
+        }
         Err((e, in_options)) => {
             if in_options {
                 let _ = send_option(&mut w, OPT_ABORT, &[]);
@@ -398,7 +439,15 @@ fn no_such_export(export: &str, typ: u32, d: &[u8]) -> io::Error {
 }
 
 impl Conn {
-    fn send(&mut self, typ: u16, flags: u16, offset: u64, length: u32) -> io::Result<u64> {
+    /// Send a request; its whole reply must arrive before `deadline`.
+    fn send(
+        &mut self,
+        typ: u16,
+        flags: u16,
+        offset: u64,
+        length: u32,
+        deadline: Instant,
+    ) -> io::Result<u64> {
         self.cookie = self.cookie.wrapping_add(1);
         let req = Request {
             flags,
@@ -407,7 +456,9 @@ impl Conn {
             offset,
             length,
         };
-        self.w.write_all(&req.encode())?;
+        let s = self.r.get_ref();
+        s.set_deadline(Some(deadline));
+        (&mut &*s).write_all(&req.encode())?;
         Ok(self.cookie)
     }
 
@@ -463,9 +514,15 @@ impl Conn {
     }
 
     /// Read `buf.len()` bytes at `offset` (the range is inside the export and aligned).
-    fn read(&mut self, info: &ExportInfo, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    fn read(
+        &mut self,
+        info: &ExportInfo,
+        buf: &mut [u8],
+        offset: u64,
+        deadline: Instant,
+    ) -> io::Result<()> {
         let len = buf.len() as u64;
-        let cookie = self.send(CMD_READ, 0, offset, buf.len() as u32)?;
+        let cookie = self.send(CMD_READ, 0, offset, buf.len() as u32, deadline)?;
         let mut covered: Vec<(u64, u64)> = Vec::new();
         let mut error: Option<io::Error> = None;
         for n in 0.. {
@@ -559,8 +616,14 @@ impl Conn {
     }
 
     /// Block status of `[offset, offset+len)`: descriptors (length, flags) from `offset`.
-    fn block_status(&mut self, id: u32, offset: u64, len: u32) -> io::Result<Vec<(u32, u32)>> {
-        let cookie = self.send(CMD_BLOCK_STATUS, 0, offset, len)?;
+    fn block_status(
+        &mut self,
+        id: u32,
+        offset: u64,
+        len: u32,
+        deadline: Instant,
+    ) -> io::Result<Vec<(u32, u32)>> {
+        let cookie = self.send(CMD_BLOCK_STATUS, 0, offset, len, deadline)?;
         let mut out = None;
         let mut error = None;
         for n in 0.. {
@@ -617,17 +680,23 @@ impl Conn {
     }
 }
 
-/// A socket timeout reads "Resource temporarily unavailable"; say what it means.
-fn explain_timeout(e: io::Error, timeout: Duration) -> io::Error {
-    if matches!(
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    ) {
+    )
+}
+
+/// A passed deadline reads "deadline passed" (or "Resource temporarily unavailable"); say
+/// what did not happen in time.
+fn explain_timeout(e: io::Error, what: &str, within: Duration) -> io::Error {
+    if is_timeout(&e) {
         io::Error::new(
             io::ErrorKind::TimedOut,
             format!(
-                "the NBD server did not answer within {} s (dead or stuck server?)",
-                timeout.as_secs_f64()
+                "the NBD server did not {what} within {:.1} s (dead, stuck or deliberately \
+                 slow server?)",
+                within.as_secs_f64()
             ),
         )
     } else {
@@ -648,21 +717,29 @@ fn server_error(err: u32, msg: &str) -> io::Error {
 }
 
 impl NbdStorage {
-    /// Connect to the export named by `uri` and negotiate.
+    /// Connect to the export named by `uri` and negotiate, with the default [`Timeouts`].
     pub fn connect(name: &str, uri: &NbdUri) -> io::Result<NbdStorage> {
-        Self::connect_with_timeout(name, uri, TIMEOUT)
+        Self::connect_with(name, uri, Timeouts::default())
     }
 
-    /// [`NbdStorage::connect`] with another timeout for connecting and for each socket read
-    /// or write.
+    /// [`NbdStorage::connect`] with `timeout` for the negotiation and for each request.
     pub fn connect_with_timeout(
         name: &str,
         uri: &NbdUri,
         timeout: Duration,
     ) -> io::Result<NbdStorage> {
-        let stream = connect(&uri.address, timeout)?;
-        let (conn, info) =
-            handshake(stream, &uri.export).map_err(|e| explain_timeout(e, timeout))?;
+        let t = Timeouts {
+            negotiation: timeout,
+            request: timeout,
+        };
+        Self::connect_with(name, uri, t)
+    }
+
+    /// [`NbdStorage::connect`] with other [`Timeouts`].
+    pub fn connect_with(name: &str, uri: &NbdUri, timeouts: Timeouts) -> io::Result<NbdStorage> {
+        let deadline = Instant::now() + timeouts.negotiation;
+        let (conn, info) = handshake(&uri.address, &uri.export, deadline)
+            .map_err(|e| explain_timeout(e, "complete the handshake", timeouts.negotiation))?;
         let max_conns = if info.flags & FLAG_CAN_MULTI_CONN != 0 {
             MAX_CONNECTIONS
         } else {
@@ -672,7 +749,7 @@ impl NbdStorage {
             name: name.to_string(),
             uri: uri.clone(),
             info,
-            timeout,
+            timeouts,
             max_conns,
             pool: Mutex::new(PoolState {
                 idle: vec![conn],
@@ -680,6 +757,7 @@ impl NbdStorage {
                 can_grow: true,
             }),
             cv: Condvar::new(),
+            dead: Mutex::new(None),
         })
     }
 
@@ -703,17 +781,11 @@ impl NbdStorage {
             if first || (st.can_grow && st.open < self.max_conns) {
                 st.open += 1;
                 drop(st);
-                let timeout = if first {
-                    self.timeout
-                } else {
-                    EXTRA_TIMEOUT.min(self.timeout)
-                };
-                let made = connect(&self.uri.address, timeout).and_then(|s| {
-                    let (c, _) = handshake(s, &self.uri.export)?;
-                    c.r.get_ref().set_read_timeout(Some(self.timeout))?;
-                    c.w.set_write_timeout(Some(self.timeout))?;
-                    Ok(c)
-                });
+                let t = self.timeouts.negotiation;
+                let t = if first { t } else { EXTRA_TIMEOUT.min(t) };
+                let made = handshake(&self.uri.address, &self.uri.export, Instant::now() + t)
+                    .map(|(c, _)| c)
+                    .map_err(|e| explain_timeout(e, "complete the handshake", t));
                 st = self.state();
                 match made {
                     Ok(c) => return Ok(c),
@@ -741,11 +813,30 @@ impl NbdStorage {
         self.cv.notify_one();
     }
 
-    fn with_conn<T>(&self, f: impl FnOnce(&mut Conn) -> io::Result<T>) -> io::Result<T> {
+    /// Run one request of `len` bytes (`what` names it in a timeout error) on a pooled
+    /// connection, with its deadline.
+    fn with_conn<T>(
+        &self,
+        what: impl FnOnce() -> String,
+        len: u64,
+        f: impl FnOnce(&mut Conn, Instant) -> io::Result<T>,
+    ) -> io::Result<T> {
+        if let Some(e) = self.dead.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, e.clone()));
+        }
         let mut c = self.take()?;
-        let r = f(&mut c);
+        let start = Instant::now();
+        let deadline = transfer_deadline(self.timeouts.request, len);
+        let r = f(&mut c, deadline);
         self.give_back(if r.is_ok() { Some(c) } else { None });
-        r.map_err(|e| explain_timeout(e, self.timeout))
+        r.map_err(|e| {
+            if !is_timeout(&e) {
+                return e;
+            }
+            let e = explain_timeout(e, &what(), deadline - start);
+            *self.dead.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+            e
+        })
     }
 }
 
@@ -772,7 +863,11 @@ impl Storage for NbdStorage {
             let want = ((n - done) as u64).min(max);
             if pos % mb == 0 && (want % mb == 0 || pos + want == size) {
                 let slice = &mut buf[done..done + want as usize];
-                self.with_conn(|c| c.read(&self.info, slice, pos))?;
+                self.with_conn(
+                    || format!("answer a {want}-byte read at offset {pos}"),
+                    want,
+                    |c, d| c.read(&self.info, slice, pos, d),
+                )?;
                 done += want as usize;
             } else {
                 // Unaligned: read whole minimum blocks around it and copy the part wanted.
@@ -780,7 +875,11 @@ impl Storage for NbdStorage {
                 let want = want.min(start.saturating_add(max) - pos);
                 let end = (pos + want).div_ceil(mb).saturating_mul(mb).min(size);
                 let mut tmp = vec![0u8; (end - start) as usize];
-                self.with_conn(|c| c.read(&self.info, &mut tmp, start))?;
+                self.with_conn(
+                    || format!("answer a {}-byte read at offset {start}", end - start),
+                    end - start,
+                    |c, d| c.read(&self.info, &mut tmp, start, d),
+                )?;
                 let rel = (pos - start) as usize;
                 buf[done..done + want as usize].copy_from_slice(&tmp[rel..rel + want as usize]);
                 done += want as usize;
@@ -821,7 +920,11 @@ impl Storage for NbdStorage {
                 .div_ceil(mb)
                 .saturating_mul(mb)
                 .min(size);
-            let descs = self.with_conn(|c| c.block_status(id, start, (stop - start) as u32))?;
+            let descs = self.with_conn(
+                || format!("answer a block status request at offset {start}"),
+                0,
+                |c, d| c.block_status(id, start, (stop - start) as u32, d),
+            )?;
             let mut p = start;
             for (dl, fl) in descs {
                 let q = (p + dl as u64).min(stop);
