@@ -569,3 +569,127 @@ fn handshake_and_idle_deadlines_close_connections() {
     assert!(log.contains("no NBD handshake within 1 s"), "{log}");
     assert!(log.contains("closed: no request for 2 s"), "{log}");
 }
+
+#[test]
+fn block_status_replies_are_bounded_and_real_clients_stitch_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let frag = dir.path().join("frag.qcow2");
+    let size = 64u64 << 20;
+    make_fragmented_qcow2(&frag, size);
+    let s = serve(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--export-name",
+        "disk",
+        &frag.display().to_string(),
+    ]);
+    // One request for the whole export: a shorter answer, as many 512-byte descriptors as
+    // fit in one reply piece, alternating data and zero.
+    let mut c = connect(port_of(&s.uri)).unwrap();
+    negotiate(&mut c, true).unwrap();
+    c.write_all(&request(7, 1, 0, size as u32)).unwrap();
+    let mut h = [0u8; 20];
+    c.read_exact(&mut h).unwrap();
+    let len = u32::from_be_bytes(h[16..20].try_into().unwrap()) as usize;
+    assert!(
+        len <= imgcheck::nbd::server::PIECE,
+        "{len}-byte block status reply"
+    );
+    let mut d = vec![0u8; len];
+    c.read_exact(&mut d).unwrap();
+    let descs: Vec<(u32, u32)> = d[4..]
+        .chunks_exact(8)
+        .map(|e| {
+            let v = |i: usize| u32::from_be_bytes(e[i..i + 4].try_into().unwrap());
+            (v(0), v(4))
+        })
+        .collect();
+    assert_eq!(descs.len(), (imgcheck::nbd::server::PIECE - 24) / 8);
+    for (i, &(l, st)) in descs.iter().enumerate() {
+        assert_eq!(
+            (l, st),
+            (512, if i % 2 == 0 { 0 } else { 2 }),
+            "descriptor {i}"
+        );
+    }
+    drop(c);
+    if !need_qemu() {
+        return;
+    }
+    // qemu-img asks again from where each reply stopped: the whole map, cluster by cluster.
+    let o = qemu_img(&["map", "--output=json", "-f", "raw", &s.uri]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let runs = map_runs(&String::from_utf8_lossy(&o.stdout));
+    assert_eq!(runs.len() as u64, size / 512);
+    for (i, r) in runs.iter().enumerate() {
+        assert_eq!(
+            (r.0, r.1, r.3),
+            (i as u64 * 512, 512, i % 2 == 1),
+            "run {i}"
+        );
+    }
+    // and the bytes: data clusters of 0xab, zero clusters
+    let o = qemu_img(&[
+        "compare",
+        "-f",
+        "raw",
+        "-F",
+        "qcow2",
+        &s.uri,
+        &frag.display().to_string(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+}
+
+#[test]
+fn a_client_that_does_not_read_its_replies_is_disconnected() {
+    use imgcheck::nbd::{Listen, ServeConfig, Server};
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("sparse.raw");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let dev = imgcheck::image::open(&img, &Default::default()).unwrap();
+    let cfg = ServeConfig {
+        export_name: "disk".into(),
+        send_timeout: Duration::from_secs(1),
+        reply_memory: 1 << 20,
+        ..ServeConfig::default()
+    };
+    let server = Server::bind(&Listen::Tcp("127.0.0.1:0".into()), dev, &cfg).unwrap();
+    let port = port_of(&server.uri().unwrap());
+    let stop = server.shutdown_handle();
+    let t = std::thread::spawn(move || server.run());
+    let mut c = connect(port).unwrap();
+    negotiate(&mut c, false).unwrap();
+    c.set_write_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let t0 = Instant::now();
+    for cookie in 0..64 {
+        if c.write_all(&request(0, cookie, 0, 32 << 20)).is_err() {
+            break;
+        }
+    }
+    // The server gave up on it (1 s per reply, plus 1 s per 256 KiB of the write blocked):
+    // what it managed to send is followed by the end of the stream.
+    std::thread::sleep(Duration::from_secs(4));
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = Vec::new();
+    let r = c.read_to_end(&mut got);
+    assert!(
+        !matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+        "still connected after {:?}",
+        t0.elapsed()
+    );
+    assert!((got.len() as u64) < 64 * (32 << 20));
+    // Others are still served.
+    let mut ok = connect(port).unwrap();
+    negotiate(&mut ok, false).unwrap();
+    ok.write_all(&request(0, 1, 0, 4096)).unwrap();
+    let mut reply = vec![0u8; 16 + 4096];
+    ok.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply[4..8], &[0; 4]);
+    stop.shutdown();
+    t.join().unwrap().unwrap();
+}

@@ -702,6 +702,38 @@ fn protocol_negotiation_pipelining_and_refusals() {
         assert_eq!(typ, 2);
         assert!(file[1000..71_000].iter().all(|&b| b == 0));
     }
+    // Longer than a reply piece: with DF still one chunk; without, data chunks of at most
+    // 256 KiB (holes merged), DONE on the last one only, the whole range covered.
+    c.request(4, 0, 607, 512, 2 << 20);
+    let (flags, typ, ck, d) = c.chunk();
+    assert_eq!((flags & 1, typ, ck), (1, 1, 607));
+    assert_eq!(&d[8..], &file[512..512 + (2 << 20)]);
+    c.request(0, 0, 608, 0, size as u32);
+    let mut got = vec![0xAAu8; size as usize];
+    let mut covered = 0u64;
+    loop {
+        let (flags, typ, ck, d) = c.chunk();
+        assert_eq!(ck, 608);
+        let o = u64::from_be_bytes(d[..8].try_into().unwrap()) as usize;
+        match typ {
+            1 => {
+                assert!(d.len() - 8 <= imgcheck::nbd::server::PIECE);
+                got[o..o + d.len() - 8].copy_from_slice(&d[8..]);
+                covered += d.len() as u64 - 8;
+            }
+            2 => {
+                let n = u32::from_be_bytes(d[8..12].try_into().unwrap()) as usize;
+                got[o..o + n].fill(0);
+                covered += n as u64;
+            }
+            t => panic!("chunk type {t}"),
+        }
+        if flags & 1 != 0 {
+            break;
+        }
+    }
+    assert_eq!(covered, size);
+    assert_eq!(got, file);
     // the file was not modified
     assert_eq!(std::fs::read(&img).unwrap(), file);
     // soft disconnect: the server closes
@@ -733,6 +765,11 @@ fn old_style_client_from_the_nbd_crate() {
     let mut buf = vec![0u8; 300_000];
     c.read_exact(&mut buf).unwrap();
     assert_eq!(buf, &file[4096..304_096]);
+    // the whole export in one simple reply (streamed by the server in pieces)
+    c.seek(SeekFrom::Start(0)).unwrap();
+    let mut all = vec![0u8; file.len()];
+    c.read_exact(&mut all).unwrap();
+    assert_eq!(all, file);
     c.seek(SeekFrom::Start(0)).unwrap();
     let e = c.write(&[1u8; 512]).unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
