@@ -138,7 +138,8 @@ SW_GOOD="software-base software-cloudbase-init software-virtio"
 FILES_GOOD="virtio-sys virtio-store netkvm-sys cloudbase"
 HIVE_VARIANTS="good no-virtio virtio-demand virtio-sys-missing virtio-staged virtio-unbound no-netkvm
   no-cloudbase vmware vmware-disabled xen xen-disabled vbox vbox-disabled parallels parallels-disabled
-  ws2019 ws2008r2 pending-rename fast-startup static-ip rtu controlset2 dirty-log"
+  ws2019 ws2008r2 pending-rename fast-startup static-ip rtu controlset2 dirty-log
+  virtio-startoverride filter-missing filter-disabled remnant"
 variant() {
   SYS=$SYS_GOOD SW=$SW_GOOD FILES=$FILES_GOOD
   case $1 in
@@ -162,6 +163,7 @@ variant() {
     pending-rename|fast-startup|static-ip|rtu) SYS+=" system-$1" ;;
     controlset2) ;;   # see build_hives: the good set as ControlSet002, a stale ControlSet001
     dirty-log) SYS+=" system-virtio-storage-demand" ;;  # the primary; the log makes it good
+    virtio-startoverride|filter-missing|filter-disabled|remnant) SYS+=" system-$1" ;;
     *) die "unknown variant $1" ;;
   esac
 }
@@ -290,6 +292,17 @@ check_hives() {
     fast-startup) expect_val "$S" "$cs\\Control\\Session Manager\\Power" HiberbootEnabled 'dword:0*1$' ;;
     static-ip) expect_val "$S" "$cs\\Services\\Tcpip\\Parameters\\Interfaces\\{6a1f0c3e-8e4b-4d2a-9c1e-2f5b7d9a0c11}" EnableDHCP 'dword:0*$' ;;
     rtu) expect_val "$S" "$cs\\Control\\TimeZoneInformation" RealTimeIsUniversal 'dword:0*1$' ;;
+    virtio-startoverride) expect_val "$S" "$cs\\Services\\viostor\\StartOverride" 0 'dword:0*3$'
+      expect_val "$S" "$cs\\Services\\vioscsi\\StartOverride" 0 'dword:0*3$' ;;
+    filter-missing) expect_val "$S" "$cs\\Control\\Class\\{4d36e967-e325-11ce-bfc1-08002be10318}" UpperFilters \
+        '^hex\(7\):70,00,61,00,72,00,74,00,6d,00,67,00,72,00,00,00,73,00,6e,00,61,00,70,00,6d,00,61,00,6e,00,00,00,00,00$'
+      expect_no_key "$S" "$cs\\Services\\snapman" ;;
+    filter-disabled) expect_val "$S" "$cs\\Control\\Class\\{4d36e97b-e325-11ce-bfc1-08002be10318}" LowerFilters '^hex\(7\):73,00,70,00,74,00,64,00,00,00,00,00$'
+      expect_val "$S" "$cs\\Services\\sptd" Start 'dword:0*4$' ;;
+    remnant) expect_val "$S" "$cs\\Services\\pvscsi" vwdk.installers '^hex\(7\):'
+      expect_val "$S" "$cs\\Services\\pvscsi" Start ''
+      expect_val "$S" "$cs\\Services\\pvscsi" Type ''
+      expect_val "$S" "$cs\\Services\\pvscsi" ImagePath '' ;;
     *) expect_val "$S" "$cs\\Control\\Session Manager" PendingFileRenameOperations ''
        expect_val "$S" "$cs\\Control\\TimeZoneInformation" RealTimeIsUniversal '' ;;
   esac
@@ -490,8 +503,11 @@ main() {
   W=$(mktemp -d "${TMPDIR:-/tmp}/imgcheck-fixtures.XXXXXX")
   trap 'rm -rf "$W"' EXIT
   mkdir -p "$OUT"
-  # Remove what an earlier run generated (never README.md or realdata/).
-  rm -rf "$OUT"/*.xz "$OUT"/*.vmdk "$OUT"/*.qcow2 "$OUT/hives"
+  # Remove what an earlier run generated (never README.md, realdata/, or the files other
+  # generators keep in hives/, such as scripts/make-dirty-hive.py's).
+  rm -rf "$OUT"/*.xz "$OUT"/*.vmdk "$OUT"/*.qcow2
+  local v
+  for v in $HIVE_VARIANTS; do rm -rf "${OUT:?}/hives/$v"; done
   realdata
   gcc -O1 -Wall -Werror -o "$W/ntfsput" "$SRC/ntfsput.c" $(pkg-config --cflags --libs libntfs-3g 2>/dev/null || echo -lntfs-3g) \
     || die "cannot compile ntfsput.c (is ntfs-3g-dev installed?)"

@@ -5,6 +5,7 @@
 //!   read-only [`image::BlockDevice`] trait;
 //! - [`disk`]: partition tables (MBR, GPT, LDM);
 //! - [`fs`]: offline NTFS access;
+//! - [`guest`]: the disk as a whole: which partition holds Windows;
 //! - [`windows`]: registry hives, BCD, drivers and installed software;
 //! - [`checks`]: one check per rule of the migration guide, with stable IDs;
 //! - [`report`]: text, JSON and JUnit output;
@@ -17,8 +18,10 @@ pub mod convert;
 pub mod disk;
 pub mod error;
 pub mod fs;
+pub mod guest;
 pub mod image;
 pub mod nbd;
+pub mod repair;
 pub mod report;
 pub mod windows;
 

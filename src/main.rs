@@ -11,9 +11,9 @@ use std::io::{IsTerminal, Write};
 
 use imgcheck::checks::{Policy, VerifyOptions};
 use imgcheck::convert::{self, ConvertOptions, OutputFormat};
+use imgcheck::fs;
 use imgcheck::image::{self, ImageInfo, OpenOptions};
 use imgcheck::report;
-use imgcheck::{disk, fs};
 
 /// Exit status when every check passed.
 const EXIT_OK: u8 = 0;
@@ -318,11 +318,7 @@ fn open_volume(image: &str, open: &OpenArgs, partition: Option<u32>) -> Result<f
     for w in dev.warnings() {
         eprintln!("imgcheck: warning: {w}");
     }
-    let table = disk::analyze(&dev)?;
-    Ok(match partition {
-        Some(n) => fs::open_index(&dev, &table, n)?,
-        None => fs::default_volume(&dev, &table)?,
-    })
+    Ok(imgcheck::guest::Disk::open(dev)?.into_volume(partition)?)
 }
 
 /// `-o key=value,key2=value2` (repeatable) into pairs; a bare key means "on".
@@ -483,26 +479,35 @@ fn run(cli: Cli) -> Result<u8> {
                     image::storage::file_bytes_read()
                 );
             }
-            let mut out = std::io::stdout().lock();
-            match format {
-                VerifyFormat::Text => {
-                    for r in &reports {
-                        writeln!(out, "{}", report::text::render(r, style))?;
+            let status = report::exit_status(&reports);
+            let write = || -> std::io::Result<()> {
+                let mut out = std::io::stdout().lock();
+                match format {
+                    VerifyFormat::Text => {
+                        for r in &reports {
+                            writeln!(out, "{}", report::text::render(r, style))?;
+                        }
+                        if reports.len() > 1 {
+                            write!(out, "{}", report::text::summary(&reports, style))?;
+                        }
                     }
-                    if reports.len() > 1 {
-                        write!(out, "{}", report::text::summary(&reports, style))?;
-                    }
+                    VerifyFormat::Json => writeln!(out, "{}", report::json(&reports))?,
+                    VerifyFormat::Jsonl => {}
+                    VerifyFormat::Junit => write!(out, "{}", report::junit::render(&reports))?,
+                    VerifyFormat::Html => write!(
+                        out,
+                        "{}",
+                        report::html::render(&reports, "imgcheck verify report")
+                    )?,
                 }
-                VerifyFormat::Json => writeln!(out, "{}", report::json(&reports))?,
-                VerifyFormat::Jsonl => {}
-                VerifyFormat::Junit => write!(out, "{}", report::junit::render(&reports))?,
-                VerifyFormat::Html => write!(
-                    out,
-                    "{}",
-                    report::html::render(&reports, "imgcheck verify report")
-                )?,
+                out.flush()
+            };
+            match write() {
+                // A reader that stopped early (`verify DIR | head -1`) does not change the
+                // verdict: the exit status is still the images' (never 0 when one failed).
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(status),
+                r => r.map(|()| status).map_err(Into::into),
             }
-            Ok(report::exit_status(&reports))
         }
         Command::Inspect {
             format,

@@ -246,12 +246,12 @@ for suite in xml:
     let cases: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
     assert_eq!(
         cases.len(),
-        paths.len() * 8,
+        paths.len() * imgcheck::checks::CHECK_IDS.len(),
         "one testcase per image and check"
     );
     for p in &paths {
         let mine: Vec<&Vec<&str>> = cases.iter().filter(|c| c[0] == p).collect();
-        assert_eq!(mine.len(), 8, "{p}");
+        assert_eq!(mine.len(), imgcheck::checks::CHECK_IDS.len(), "{p}");
         let failed = mine.iter().any(|c| c[2].contains("Failure"));
         let errored = mine.iter().any(|c| c[2].contains("Error"));
         match expected_verdict(p) {
@@ -348,4 +348,80 @@ fn html_report_renders_in_headless_chromium() {
     let keep = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("verify-report.png");
     std::fs::copy(&shot, &keep).unwrap();
     eprintln!("screenshot: {}", keep.display());
+}
+
+/// `--strict`: a warning fails the run, so the JUnit report shows it as a failure too; without
+/// `--strict` it stays a passing testcase with its warning in system-out.
+#[test]
+fn junit_shows_warnings_as_failures_under_strict() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = fixture("dirty.raw", dir.path()).display().to_string();
+    let case = |xml: &str| {
+        let start = xml.find("name=\"disk.first-partition\"").expect("testcase");
+        let end = start + xml[start..].find("</testcase>").unwrap();
+        xml[start..end].to_string()
+    };
+    let o = imgcheck(&["verify", "--format", "junit", &img]);
+    assert_eq!(o.status.code(), Some(0));
+    let xml = String::from_utf8(o.stdout).unwrap();
+    assert!(case(&xml).contains("<system-out>WARNING"), "{xml}");
+    assert!(xml.contains("failures=\"0\""), "{xml}");
+
+    let o = imgcheck(&["verify", "--strict", "--format", "junit", &img]);
+    assert_eq!(o.status.code(), Some(1));
+    let xml = String::from_utf8(o.stdout).unwrap();
+    let c = case(&xml);
+    assert!(c.contains("<failure") && c.contains("--strict"), "{c}");
+    assert!(
+        xml.contains("<testsuites name=\"imgcheck\"") && xml.contains("failures=\"1\""),
+        "{xml}"
+    );
+    // The JSON says strict and keeps the check's own status.
+    let (code, r) = verify_json(std::path::Path::new(&img), &["--strict"]);
+    assert_eq!((code, &r["strict"]), (1, &serde_json::Value::Bool(true)));
+    assert_eq!(check(&r, "disk.first-partition")["status"], "warn");
+}
+
+/// A reader that closes standard output early (`imgcheck verify DIR | head -1`) does not turn a
+/// failed run into exit 0: the status is still the images' verdict, in every format.
+#[test]
+fn closed_stdout_keeps_the_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = fixture("good-mbr.raw", dir.path()).display().to_string();
+    let bad = fixture("vmware.raw", dir.path()).display().to_string();
+    for format in ["text", "json", "jsonl", "junit", "html"] {
+        for (imgs, want) in [(vec![&good, &bad], 1), (vec![&good], 0)] {
+            let mut child = Command::new(imgcheck_bin())
+                .args(["verify", "--format", format])
+                .args(&imgs)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            // Close the read end before imgcheck writes anything: every write gets EPIPE.
+            drop(child.stdout.take());
+            let o = child.wait_with_output().unwrap();
+            assert_eq!(
+                o.status.code(),
+                Some(want),
+                "{format} {imgs:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+    }
+    // As a shell pipeline would: read the first line, then close.
+    let mut child = Command::new(imgcheck_bin())
+        .args(["verify", &good, &bad])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    assert!(first.contains("good-mbr.raw"), "{first}");
+    assert_eq!(child.wait().unwrap().code(), Some(1));
 }

@@ -56,9 +56,8 @@ fn raw_dev(data: &[u8]) -> Arc<dyn BlockDevice> {
 
 fn mbr_gpt(data: &[u8]) {
     let dev = raw_dev(data);
-    if let Ok(table) = imgcheck::disk::analyze(&dev) {
-        let _ = imgcheck::fs::scan(&dev, &table);
-    }
+    // The table, then every partition probed and opened, as verify does.
+    let _ = imgcheck::guest::Disk::new(dev).scan();
 }
 
 fn ntfs(data: &[u8]) {

@@ -1581,3 +1581,159 @@ fn two_logs_replay_in_sequence_order() {
     assert_eq!(state(&[&log1, &log2]), (VirtioState::Ok, Some(seq + 1)));
     assert_eq!(state(&[&log2, &log1]), (VirtioState::Ok, Some(seq + 1)));
 }
+
+// ---------------------------------------------------------------------------------------------
+// StartOverride, storage class filters, remnants
+
+#[test]
+fn start_override_decides_only_when_it_overrides() {
+    if !have_hivex() {
+        return;
+    }
+    let sys_file = "Windows/System32/drivers/viostor.sys";
+    let good = || {
+        let mut r = system_reg();
+        svc(&mut r, "viostor", 0, Some("System32\\drivers\\viostor.sys"));
+        driver_db_bound(&mut r, "viostor", "1001");
+        r
+    };
+    // "0"=0 restores boot start: no override.
+    let mut r = good();
+    r.key(
+        &format!("{CS}\\Services\\viostor\\StartOverride"),
+        &[("0", V::Dword(0))],
+    );
+    let v = virtio(&r, true, &[sys_file]);
+    assert_eq!(v.state, VirtioState::Ok, "{v:#?}");
+    assert!(v.drivers[0].start_override.is_some());
+    // Any value other than 0 overrides Start=0.
+    let mut r = good();
+    r.key(
+        &format!("{CS}\\Services\\viostor\\StartOverride"),
+        &[("0", V::Dword(0)), ("1", V::Dword(3))],
+    );
+    let v = virtio(&r, true, &[sys_file]);
+    assert_eq!(v.state, VirtioState::StartOverridden, "{v:#?}");
+    assert!(v.message.contains("1=3 (manual)"), "{}", v.message);
+    assert!(v.hint.contains("reg delete") && v.hint.contains("StartOverride"));
+    // An empty StartOverride key overrides nothing.
+    let mut r = good();
+    r.key(&format!("{CS}\\Services\\viostor\\StartOverride"), &[]);
+    assert_eq!(virtio(&r, true, &[sys_file]).state, VirtioState::Ok);
+}
+
+#[test]
+fn storage_filters_name_what_cannot_load() {
+    use imgcheck::windows::{storage_filters, FilterProblem};
+    if !have_hivex() {
+        return;
+    }
+    let class =
+        |r: &mut Reg, guid: &str, name: &'static str, value: &str, list: Vec<&'static str>| {
+            r.key(
+                &format!("{CS}\\Control\\Class\\{guid}"),
+                &[("Class", V::Sz(name)), (value, V::Multi(list))],
+            );
+        };
+    let mut r = system_reg();
+    svc(&mut r, "partmgr", 0, Some("System32\\drivers\\partmgr.sys"));
+    svc(&mut r, "volsnap", 0, Some("System32\\drivers\\volsnap.sys"));
+    svc(&mut r, "sptd", 4, Some("System32\\drivers\\sptd.sys"));
+    svc(&mut r, "gone", 0, Some("System32\\drivers\\gone.sys"));
+    r.key(
+        &format!("{CS}\\Services\\leftover"),
+        &[("vwdk.installers", V::Multi(vec!["x"]))],
+    );
+    class(
+        &mut r,
+        "{4d36e967-e325-11ce-bfc1-08002be10318}",
+        "DiskDrive",
+        "UpperFilters",
+        vec!["partmgr", "snapman"],
+    );
+    class(
+        &mut r,
+        "{4d36e97b-e325-11ce-bfc1-08002be10318}",
+        "SCSIAdapter",
+        "LowerFilters",
+        vec!["sptd"],
+    );
+    class(
+        &mut r,
+        "{71a27cdd-812a-11d0-bec7-08002be2092f}",
+        "Volume",
+        "UpperFilters",
+        vec!["volsnap", "leftover", "gone"],
+    );
+    class(
+        &mut r,
+        "{4d36e96f-e325-11ce-bfc1-08002be10318}",
+        "Mouse",
+        "UpperFilters",
+        vec!["nothere"],
+    );
+    let p = pair(&r, &software_reg(true));
+    let present = files(&[
+        "Windows/System32/drivers/partmgr.sys",
+        "Windows/System32/drivers/volsnap.sys",
+        "Windows/System32/drivers/sptd.sys",
+    ]);
+    let exists = |f: &str| Ok(present(f));
+    let st = storage_filters(&p.system, &p.software, &exists).unwrap();
+    let got: Vec<(&str, &str, Option<&FilterProblem>)> = st
+        .filters
+        .iter()
+        .map(|f| (f.class_name.as_str(), f.filter.as_str(), f.problem.as_ref()))
+        .collect();
+    let missing_file = FilterProblem::MissingFile {
+        path: "Windows/System32/drivers/gone.sys".into(),
+    };
+    assert_eq!(
+        got,
+        vec![
+            ("SCSIAdapter", "sptd", Some(&FilterProblem::Disabled)),
+            ("DiskDrive", "partmgr", None),
+            ("DiskDrive", "snapman", Some(&FilterProblem::Missing)),
+            ("Volume", "volsnap", None),
+            ("Volume", "leftover", Some(&FilterProblem::Remnant)),
+            ("Volume", "gone", Some(&missing_file)),
+        ],
+        "the mouse class is not a storage class"
+    );
+    assert!(st.filters.iter().all(|f| f.boot_critical));
+    // A volume that cannot say whether a driver file exists is an error, not "missing".
+    let broken =
+        |_: &str| -> imgcheck::Result<bool> { Err(imgcheck::Error::corrupt("vol", "bad record")) };
+    let e = storage_filters(&p.system, &p.software, &broken).unwrap_err();
+    assert!(e.to_string().contains("bad record"), "{e}");
+}
+
+#[test]
+fn remnant_service_keys_are_not_enabled_conflicts() {
+    if !have_hivex() {
+        return;
+    }
+    let mut r = system_reg();
+    r.key(
+        &format!("{CS}\\Services\\pvscsi"),
+        &[("vwdk.installers", V::Multi(vec!["VMware Tools"]))],
+    );
+    let p = pair(&r, &software_reg(true));
+    let c = conflicts(&p.system, &p.software).unwrap();
+    assert_eq!(c.len(), 1, "{c:#?}");
+    assert_eq!(c[0].name, "pvscsi");
+    assert!(c[0].remnant && !c[0].enabled, "{c:#?}");
+    assert!(c[0].detail.as_deref().unwrap().contains("vwdk.installers"));
+    // With Start it is a service again (disabled here).
+    let mut r = system_reg();
+    r.key(
+        &format!("{CS}\\Services\\pvscsi"),
+        &[
+            ("vwdk.installers", V::Multi(vec!["VMware Tools"])),
+            ("Start", V::Dword(0)),
+        ],
+    );
+    let p = pair(&r, &software_reg(true));
+    let c = conflicts(&p.system, &p.software).unwrap();
+    assert!(!c[0].remnant && c[0].enabled, "{c:#?}");
+}

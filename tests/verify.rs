@@ -3,12 +3,13 @@
 mod common;
 use common::*;
 
-const IDS: [&str; 8] = [
+const IDS: [&str; 9] = [
     "image.format",
     "disk.partition-table",
     "disk.first-partition",
     "boot.firmware",
     "drivers.virtio",
+    "drivers.storage-filters",
     "software.cloudbase-init",
     "software.conflicts",
     "system.state",
@@ -24,7 +25,7 @@ type Case = (
 const CASES: &[Case] = &[
     (
         "good-mbr.raw",
-        "PPPPPPPP",
+        "PPPPPPPPP",
         &[
             ("boot.firmware", "winload.exe"),
             ("drivers.virtio", "boot-start"),
@@ -32,129 +33,133 @@ const CASES: &[Case] = &[
     ),
     (
         "good-sysres.raw",
-        "PPPPPPPP",
+        "PPPPPPPPP",
         &[("disk.first-partition", "Windows is on partition 2")],
     ),
     (
         "ws2008r2.raw",
-        "PPPPPPPP",
+        "PPPPPPPPP",
         &[("drivers.virtio", "CriticalDeviceDatabase")],
     ),
-    ("ws2019.raw", "PPPPPPPP", &[]),
+    ("ws2019.raw", "PPPPPPPPP", &[]),
     (
         "gpt.raw",
-        "PFPFPPPP",
+        "PFPFPPPPP",
         &[("disk.partition-table", "GPT"), ("boot.firmware", "GPT")],
     ),
     (
         "hybrid-mbr.raw",
-        "PFPFPPPP",
+        "PFPFPPPPP",
         &[("disk.partition-table", "hybrid")],
     ),
     (
         "bare-ntfs.raw",
-        "PFFSSSSS",
+        "PFFSSSSSS",
         &[("disk.partition-table", "image of one partition")],
     ),
     (
         "zeros.raw",
-        "PFFSSSSS",
+        "PFFSSSSSS",
         &[("disk.partition-table", "no partition table")],
     ),
     (
         "dynamic-ldm.raw",
-        "PFPFPPPP",
+        "PFPFPPPPP",
         &[("disk.partition-table", "dynamic disk")],
     ),
     (
         "overlap.raw",
-        "PFPPPPPP",
+        "PFPPPPPPP",
         &[("disk.partition-table", "overlap")],
     ),
     (
         "past-end.raw",
-        "PFPPPPPP",
+        "PFPPPPPPP",
         &[("disk.partition-table", "past the end")],
     ),
     (
         "fat-first.raw",
-        "PPFSSSSS",
+        "PPFSSSSSS",
         &[("disk.first-partition", "FAT16, not NTFS")],
     ),
     (
         "zeros-first.raw",
-        "PPFSSSSS",
+        "PPFSSSSSS",
         &[("disk.first-partition", "all zeros")],
     ),
     (
         "bad-bootsector.raw",
-        "PPFSSSSS",
+        "PPFSSSSSS",
         &[("disk.first-partition", "does not open")],
     ),
     (
         "bad-mft-record.raw",
-        "PPFSSSSS",
+        "PPFSSSSSS",
         &[("disk.first-partition", "does not open")],
     ),
     (
         "dirty.raw",
-        "PPWPPPPP",
+        "PPWPPPPPP",
         &[("disk.first-partition", "dirty")],
     ),
     (
         "bitlocker.raw",
-        "PPFSSSSS",
+        "PPFSSSSSS",
         &[("disk.first-partition", "BitLocker")],
     ),
     (
         "hibernated.raw",
-        "PPFPPPPP",
+        "PPFPPPPPP",
         &[("disk.first-partition", "HIBR")],
     ),
     (
         "odd-size.raw",
-        "WPPPPPPP",
+        "WPPPPPPPP",
         &[("image.format", "not a multiple of 1 MiB")],
     ),
     (
         "efi.raw",
-        "PPPFPPPP",
+        "PPPFPPPPP",
         &[("boot.firmware", "EFI system partition")],
     ),
     (
         "no-virtio.raw",
-        "PPPPFPPP",
+        "PPPPFPPPP",
         &[("drivers.virtio", "no Virtio storage driver")],
     ),
     (
         "virtio-demand.raw",
-        "PPPPFPPP",
+        "PPPPFPPPP",
         &[("drivers.virtio", "not 0 (boot)")],
     ),
     (
         "virtio-staged.raw",
-        "PPPPFPPP",
+        "PPPPFPPPP",
         &[("drivers.virtio", "staged in the driver store")],
     ),
     (
         "virtio-sys-missing.raw",
-        "PPPPFPPP",
+        "PPPPFPPPP",
         &[("drivers.virtio", "vioscsi.sys")],
     ),
     (
         "virtio-unbound.raw",
-        "PPPPFPPP",
+        "PPPPFPPPP",
         &[("drivers.virtio", "VEN_1AF4&DEV_1004")],
     ),
-    ("no-netkvm.raw", "PPPPWPPP", &[("drivers.virtio", "netkvm")]),
+    (
+        "no-netkvm.raw",
+        "PPPPWPPPP",
+        &[("drivers.virtio", "netkvm")],
+    ),
     (
         "no-cloudbase.raw",
-        "PPPPPFPP",
+        "PPPPPPFPP",
         &[("software.cloudbase-init", "not installed")],
     ),
     (
         "vmware.raw",
-        "PPPPPPFP",
+        "PPPPPPPFP",
         &[
             ("software.conflicts", "VMware Tools"),
             ("software.conflicts", "vmci"),
@@ -162,12 +167,12 @@ const CASES: &[Case] = &[
     ),
     (
         "vmware-disabled.raw",
-        "PPPPPPWP",
+        "PPPPPPPWP",
         &[("software.conflicts", "disabled")],
     ),
     (
         "xen.raw",
-        "PPPPPPFP",
+        "PPPPPPPFP",
         &[
             ("software.conflicts", "Xen PV"),
             ("software.conflicts", "xenvbd"),
@@ -175,12 +180,12 @@ const CASES: &[Case] = &[
     ),
     (
         "xen-disabled.raw",
-        "PPPPPPWP",
+        "PPPPPPPWP",
         &[("software.conflicts", "disabled")],
     ),
     (
         "vbox.raw",
-        "PPPPPPFP",
+        "PPPPPPPFP",
         &[
             ("software.conflicts", "VirtualBox"),
             ("software.conflicts", "VBoxGuest"),
@@ -188,12 +193,12 @@ const CASES: &[Case] = &[
     ),
     (
         "vbox-disabled.raw",
-        "PPPPPPWP",
+        "PPPPPPPWP",
         &[("software.conflicts", "disabled")],
     ),
     (
         "parallels.raw",
-        "PPPPPPFP",
+        "PPPPPPPFP",
         &[
             ("software.conflicts", "Parallels"),
             ("software.conflicts", "prl_"),
@@ -201,49 +206,87 @@ const CASES: &[Case] = &[
     ),
     (
         "parallels-disabled.raw",
-        "PPPPPPWP",
+        "PPPPPPPWP",
         &[("software.conflicts", "disabled")],
     ),
     (
         "pending-rename.raw",
-        "PPPPPPPW",
+        "PPPPPPPPW",
         &[("system.state", "pending")],
     ),
     (
         "fast-startup.raw",
-        "PPPPPPPW",
+        "PPPPPPPPW",
         &[("system.state", "Fast Startup")],
     ),
     (
         "static-ip.raw",
-        "PPPPPPPW",
+        "PPPPPPPPW",
         &[("system.state", "192.168.10.25")],
     ),
     (
         "rtu.raw",
-        "PPPPPPPW",
+        "PPPPPPPPW",
         &[("system.state", "RealTimeIsUniversal")],
     ),
     (
         "too-big.qcow2",
-        "PFPPPPPP",
+        "PFPPPPPPP",
         &[("disk.partition-table", "2 TiB")],
     ),
     // viostor is boot-start only in SYSTEM.LOG1: passes only when the log is replayed.
     (
         "dirty-log.raw",
-        "PPPPPPPP",
+        "PPPPPPPPP",
         &[("system.state", "transaction logs were replayed")],
     ),
     // Select\Current = 2: ControlSet001 is stale and has no Virtio.
-    ("controlset2.raw", "PPPPPPPP", &[]),
+    ("controlset2.raw", "PPPPPPPPP", &[]),
+    // Windows wrote a StartOverride (0=3) for viostor and vioscsi: Start=0 is not enough.
+    (
+        "virtio-startoverride.raw",
+        "PPPPFPPPP",
+        &[
+            ("drivers.virtio", "StartOverride"),
+            ("drivers.virtio", "will not load at boot"),
+        ],
+    ),
+    // A disk-class upper filter whose service is gone, a SCSI-class lower filter whose service
+    // is disabled: the disk stack cannot start.
+    (
+        "filter-missing.raw",
+        "PPPPPFPPP",
+        &[
+            ("drivers.storage-filters", "DiskDrive"),
+            ("drivers.storage-filters", "UpperFilters names snapman"),
+            ("drivers.storage-filters", "no service"),
+        ],
+    ),
+    (
+        "filter-disabled.raw",
+        "PPPPPFPPP",
+        &[
+            ("drivers.storage-filters", "SCSIAdapter"),
+            ("drivers.storage-filters", "LowerFilters names sptd"),
+            ("drivers.storage-filters", "disabled"),
+        ],
+    ),
+    // pvscsi with only the installer's value: a remnant (warn), not an enabled conflict.
+    (
+        "remnant.raw",
+        "PPPPPPPWP",
+        &[
+            ("software.conflicts", "remnant"),
+            ("software.conflicts", "pvscsi"),
+        ],
+    ),
     // The good disk in every container format qemu-img makes.
-    ("good-mbr.vpc-fixed.vhd", "PPPPPPPP", &[]),
-    ("good-mbr.vpc-dynamic.vhd", "PPPPPPPP", &[]),
-    ("good-mbr.qcow2", "PPPPPPPP", &[]),
-    ("good-mbr.compressed.qcow2", "PPPPPPPP", &[]),
-    ("good-mbr.monolithicSparse.vmdk", "PPPPPPPP", &[]),
-    ("good-mbr.streamOptimized.vmdk", "PPPPPPPP", &[]),
+    ("good-mbr.vpc-fixed.vhd", "PPPPPPPPP", &[]),
+    ("good-mbr.vpc-dynamic.vhd", "PPPPPPPPP", &[]),
+    ("good-mbr.qcow2", "PPPPPPPPP", &[]),
+    ("good-mbr.compressed.qcow2", "PPPPPPPPP", &[]),
+    ("good-mbr.monolithicSparse.vmdk", "PPPPPPPPP", &[]),
+    ("good-mbr.streamOptimized.vmdk", "PPPPPPPPP", &[]),
 ];
 
 fn status_letter(s: &serde_json::Value) -> char {
@@ -535,4 +578,187 @@ fn an_image_with_a_backing_file_must_be_flattened_first() {
     );
     let (code, r) = verify_json(&flat, &[]);
     assert_eq!(code, 0, "{r:#}");
+}
+
+/// A bare hive of a registry variant (fixtures/hives/VARIANT/NAME.xz), decompressed into `dir`.
+fn variant_hive(variant: &str, name: &str, dir: &std::path::Path) -> std::path::PathBuf {
+    use std::io::Read;
+    let xz = fixture_path(&format!("hives/{variant}/{name}.xz"));
+    let mut data = Vec::new();
+    xz2::read::XzDecoder::new(std::fs::File::open(&xz).unwrap())
+        .read_to_end(&mut data)
+        .unwrap();
+    let out = dir.join(format!("{variant}-{name}"));
+    std::fs::write(&out, data).unwrap();
+    out
+}
+
+/// `hivexsh`'s values of `key` (`"name"=rendering` lines), or None when the key does not exist.
+fn hivexsh_values(hive: &std::path::Path, key: &str) -> Option<Vec<(String, String)>> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("hivexsh")
+        .arg(hive)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    write!(child.stdin.take().unwrap(), "cd {key}\nlsval\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    if !o.status.success() || !o.stderr.is_empty() {
+        return None;
+    }
+    Some(
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| {
+                let (n, v) = l.split_once('=')?;
+                Some((n.trim_matches('"').to_string(), v.to_string()))
+            })
+            .collect(),
+    )
+}
+
+/// hivexsh's `hex(7):` rendering of a REG_MULTI_SZ as its strings.
+fn multi_sz(rendering: &str) -> Vec<String> {
+    let hex = rendering.strip_prefix("hex(7):").expect("a REG_MULTI_SZ");
+    let bytes: Vec<u8> = hex
+        .split(',')
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect();
+    let units: Vec<u16> = bytes
+        .chunks(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    String::from_utf16(&units)
+        .unwrap()
+        .split('\0')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn inspect_json(img: &std::path::Path) -> serde_json::Value {
+    let o = imgcheck(&["inspect", "--format", "json", &img.display().to_string()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// The StartOverride, dangling-filter and remnant fixtures: what imgcheck reads from the image
+/// is what hivexsh reads from the same hive, and the verdicts follow from it (the statuses are
+/// in CASES above).
+#[test]
+fn start_override_filters_and_remnants_agree_with_hivexsh() {
+    if !have("hivexsh") {
+        eprintln!("SKIP: hivexsh not installed (.ci/run installs it)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cs = "ControlSet001";
+
+    // StartOverride: hivexsh sees "0"=dword:3 under both drivers; imgcheck reports the same.
+    let sys = variant_hive("virtio-startoverride", "SYSTEM", dir.path());
+    let r = inspect_json(&fixture("virtio-startoverride.raw", dir.path()));
+    assert_eq!(
+        r["virtio"]["state"], "start_overridden",
+        "{:#}",
+        r["virtio"]
+    );
+    for d in r["virtio"]["drivers"].as_array().unwrap() {
+        let name = d["name"].as_str().unwrap();
+        let key = format!("{cs}\\Services\\{name}\\StartOverride");
+        let hv = hivexsh_values(&sys, &key).expect("StartOverride key");
+        assert_eq!(hv, vec![("0".to_string(), "dword:00000003".to_string())]);
+        assert_eq!(d["start_override"]["registry_path"], key);
+        assert_eq!(d["start_override"]["values"], serde_json::json!([["0", 3]]));
+        assert_eq!(d["state"], "start_overridden");
+    }
+    let (code, v) = verify_json(&fixture("virtio-startoverride.raw", dir.path()), &[]);
+    assert_eq!(code, 1);
+    let hint = check(&v, "drivers.virtio")["hint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        hint.contains("reg delete") && hint.contains("StartOverride"),
+        "{hint}"
+    );
+
+    // Dangling filters: the filter lists as hivexsh decodes them, and the service's state.
+    for (variant, guid, value, filter, problem) in [
+        (
+            "filter-missing",
+            "{4d36e967-e325-11ce-bfc1-08002be10318}",
+            "UpperFilters",
+            "snapman",
+            "missing",
+        ),
+        (
+            "filter-disabled",
+            "{4d36e97b-e325-11ce-bfc1-08002be10318}",
+            "LowerFilters",
+            "sptd",
+            "disabled",
+        ),
+    ] {
+        let sys = variant_hive(variant, "SYSTEM", dir.path());
+        let class = hivexsh_values(&sys, &format!("{cs}\\Control\\Class\\{guid}")).unwrap();
+        let listed = multi_sz(&class.iter().find(|(n, _)| n == value).unwrap().1);
+        let r = inspect_json(&fixture(&format!("{variant}.raw"), dir.path()));
+        let mine: Vec<&serde_json::Value> = r["storage_filters"]["filters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["class_guid"] == guid && f["value"] == value)
+            .collect();
+        let names: Vec<&str> = mine.iter().map(|f| f["filter"].as_str().unwrap()).collect();
+        assert_eq!(names, listed, "{variant}");
+        assert!(
+            listed.contains(&filter.to_string()),
+            "{variant}: {listed:?}"
+        );
+        let broken = mine.iter().find(|f| f["filter"] == filter).unwrap();
+        assert_eq!(broken["problem"]["kind"], problem, "{variant}");
+        let service = hivexsh_values(&sys, &format!("{cs}\\Services\\{filter}"));
+        match problem {
+            "missing" => assert!(service.is_none(), "{variant}: hivexsh finds {filter}"),
+            _ => assert!(service
+                .unwrap()
+                .contains(&("Start".to_string(), "dword:00000004".to_string()))),
+        }
+        // The other entries load (partmgr on the disk class).
+        for f in mine.iter().filter(|f| f["filter"] != filter) {
+            assert!(f["problem"].is_null(), "{variant}: {f}");
+        }
+        let (code, v) = verify_json(&fixture(&format!("{variant}.raw"), dir.path()), &[]);
+        assert_eq!(code, 1);
+        let msg = check(&v, "drivers.storage-filters")["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        for w in [guid, value, filter] {
+            assert!(msg.contains(w), "{variant}: {w} not in {msg}");
+        }
+    }
+
+    // A remnant: hivexsh lists only the installer's value; imgcheck calls it a remnant (a
+    // warning), not an enabled conflict, and the image passes.
+    let sys = variant_hive("remnant", "SYSTEM", dir.path());
+    let vals = hivexsh_values(&sys, &format!("{cs}\\Services\\pvscsi")).unwrap();
+    let names: Vec<&str> = vals.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["vwdk.installers"]);
+    let r = inspect_json(&fixture("remnant.raw", dir.path()));
+    let c = r["conflicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "pvscsi")
+        .expect("pvscsi reported");
+    assert_eq!(
+        (&c["remnant"], &c["enabled"]),
+        (&true.into(), &false.into())
+    );
+    let (code, v) = verify_json(&fixture("remnant.raw", dir.path()), &[]);
+    assert_eq!((code, v["verdict"].as_str()), (0, Some("pass")));
+    assert_eq!(check(&v, "software.conflicts")["status"], "warn");
 }

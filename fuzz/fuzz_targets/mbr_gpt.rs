@@ -10,7 +10,6 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let dev: Arc<dyn BlockDevice> =
         Arc::new(RawImage::new(Arc::new(MemStorage::new("fuzz.raw", data.to_vec()))));
-    if let Ok(table) = imgcheck::disk::analyze(&dev) {
-        let _ = imgcheck::fs::scan(&dev, &table);
-    }
+    // The table, then every partition probed and opened, as verify does.
+    let _ = imgcheck::guest::Disk::new(dev).scan();
 });

@@ -1,7 +1,10 @@
 //! `image.format`: the container is one the target platform accepts, standalone, and sane.
 
-use super::{CheckResult, ID_IMAGE_FORMAT};
+use super::{CheckError, CheckResult};
+use crate::guest::Disk;
 use crate::image::BlockDevice;
+
+pub const ID: &str = "image.format";
 
 const MIB: u64 = 1024 * 1024;
 
@@ -23,6 +26,11 @@ pub fn human_size(n: u64) -> String {
     }
 }
 
+/// The check, from the table.
+pub fn run(disk: &Disk) -> Result<CheckResult, CheckError> {
+    Ok(check(disk.device().as_ref()))
+}
+
 /// Check the container itself.
 pub fn check(dev: &dyn BlockDevice) -> CheckResult {
     let what = match dev.subformat() {
@@ -32,14 +40,14 @@ pub fn check(dev: &dyn BlockDevice) -> CheckResult {
     let size = dev.size();
     if size == 0 {
         return CheckResult::fail(
-            ID_IMAGE_FORMAT,
+            ID,
             format!("{what} image with a virtual size of 0 bytes"),
             "the export is empty: export the system disk again",
         );
     }
     if let Some(parent) = dev.backing() {
         return CheckResult::fail(
-            ID_IMAGE_FORMAT,
+            ID,
             format!("{what} image depends on a backing file or parent: {parent}"),
             "upload a standalone image: flatten it first, e.g. `imgcheck convert -O qcow2 \
              --allow-backing IMAGE flat.qcow2` (or `qemu-img convert`), then check flat.qcow2",
@@ -50,7 +58,7 @@ pub fn check(dev: &dyn BlockDevice) -> CheckResult {
     let base = format!("{what}, virtual size {} ({size} bytes)", human_size(size));
     if size % MIB != 0 {
         return CheckResult::warn(
-            ID_IMAGE_FORMAT,
+            ID,
             format!("{base}: not a multiple of 1 MiB"),
             "some import services reject disks whose size is not a multiple of 1 MiB; round \
              it up with `qemu-img resize -f FORMAT IMAGE SIZE` (a size in whole MiB)",
@@ -58,7 +66,7 @@ pub fn check(dev: &dyn BlockDevice) -> CheckResult {
     }
     if !warnings.is_empty() {
         let mut r = CheckResult::warn(
-            ID_IMAGE_FORMAT,
+            ID,
             format!("{base}; {}", warnings.join("; ")),
             "rename the file to match its content so upload tools that go by the extension \
              pick the right format",
@@ -66,5 +74,5 @@ pub fn check(dev: &dyn BlockDevice) -> CheckResult {
         r.evidence = warnings;
         return r;
     }
-    CheckResult::pass(ID_IMAGE_FORMAT, base)
+    CheckResult::pass(ID, base)
 }

@@ -18,11 +18,11 @@
 //! refcount block is written as soon as the append point has passed its range.
 //! All-zero clusters are not allocated (their L2 entry stays 0: unallocated, reads as zeros).
 //!
-//! Compressed clusters (`-c`) are raw deflate streams with a 4 KiB window (window bits −12,
-//! level 6 as qemu's default), which is what qemu's inflater accepts; a cluster whose
-//! compressed form is not smaller than the cluster is stored uncompressed, as qemu does.
-//! Clusters a cheap level-1 probe finds incompressible ([`super::deflate::Deflater`]) are stored
-//! without the level-6 attempt (random data would come out larger anyway). The L2 descriptor follows docs/interop/qcow2.txt: bit 62 set, the host byte offset in bits
+//! Compressed clusters (`-c`) are raw deflate streams with a 4 KiB window (window bits −12),
+//! which is what qemu's inflater accepts, at [`COMPRESSION_LEVEL`]; a cluster whose compressed
+//! form is not smaller than the cluster is stored uncompressed, as qemu does. Clusters whose
+//! every 4 KiB block measures as random ([`super::deflate::Deflater`]) are stored without the
+//! attempt (they would come out larger anyway). The L2 descriptor follows docs/interop/qcow2.txt: bit 62 set, the host byte offset in bits
 //! `0..x` and the number of additional 512-byte sectors in bits `x..62`, with
 //! `x = 62 - (cluster_bits - 8)`; each host cluster touched by those sectors gets one
 //! reference per compressed cluster, which is exactly how `qemu-img check` counts them.
@@ -47,8 +47,11 @@ const OFLAG_COMPRESSED: u64 = 1 << 62;
 const REFCOUNT_ORDER: u32 = 4;
 /// Header length written (v3 header with the compression type byte, padded to 8).
 const HEADER_LENGTH: u32 = 112;
-/// Deflate level (qemu uses zlib's default).
-pub const COMPRESSION_LEVEL: u32 = 6;
+/// Deflate level for zlib-rs. qemu deflates with zlib's default level 6; zlib-rs at 6 uses a
+/// faster strategy whose output was 2.4-3.7 % larger than qemu-img's on the benchmark sources
+/// (scripts/bench-sources), at 9 it is within 0.1 % (or smaller) and still takes less CPU than
+/// qemu-img's zlib 6 (BENCHMARKS.md, "Compressed output size").
+pub const COMPRESSION_LEVEL: u32 = 9;
 
 /// Parse a size as qemu-img does: plain bytes, or a number with a k/M/G suffix (powers of 2).
 pub fn parse_size(s: &str) -> Option<u64> {

@@ -6,6 +6,7 @@ use std::fmt::Write;
 
 use super::junit::escape;
 use crate::checks::image_format::human_size;
+use crate::checks::os::OsSummary;
 use crate::checks::{ImageReport, Status};
 
 const CSS: &str = r#"
@@ -113,41 +114,33 @@ fn card(out: &mut String, r: &ImageReport) {
     out.push_str("</section>\n");
 }
 
-/// OS fields in the order people read them, with their labels.
-const OS_FIELDS: [(&str, &str); 13] = [
-    ("product_name", "product"),
-    ("edition_id", "edition"),
-    ("installation_type", "installation type"),
-    ("version", "version"),
-    ("architecture", "architecture"),
-    ("host_name", "host name"),
-    ("system_root", "system root"),
-    ("time_zone", "time zone"),
-    ("control_set", "control set"),
-    ("drive_letters", "drive letters"),
-    ("applications", "installed applications"),
-    ("services", "services"),
-    ("hives_replayed", "hives replayed from their logs"),
-];
+/// The OS fields in the order people read them, with their labels; absent and empty ones are
+/// left out.
+fn os_rows(os: &OsSummary) -> Vec<(&'static str, String)> {
+    let list = |v: &[String]| (!v.is_empty()).then(|| v.join(", "));
+    [
+        ("product", os.product_name.clone()),
+        ("edition", os.edition_id.clone()),
+        ("installation type", os.installation_type.clone()),
+        ("version", os.version.clone()),
+        ("architecture", os.architecture.clone()),
+        ("host name", os.host_name.clone()),
+        ("system root", os.system_root.clone()),
+        ("time zone", os.time_zone.clone()),
+        ("control set", Some(os.control_set.clone())),
+        ("drive letters", list(&os.drive_letters)),
+        ("installed applications", Some(os.applications.to_string())),
+        ("services", Some(os.services.to_string())),
+        ("hives replayed from their logs", list(&os.hives_replayed)),
+    ]
+    .into_iter()
+    .filter_map(|(label, v)| v.map(|v| (label, v)))
+    .collect()
+}
 
-fn os_table(out: &mut String, os: &serde_json::Value) {
+fn os_table(out: &mut String, os: &OsSummary) {
     out.push_str("<table><tr><th colspan=\"2\">Windows</th></tr>\n");
-    for (key, label) in OS_FIELDS {
-        let text = match &os[key] {
-            serde_json::Value::String(s) => s.clone(),
-            serde_json::Value::Array(a) if a.is_empty() => continue,
-            serde_json::Value::Array(a) => a
-                .iter()
-                .map(|x| {
-                    x.as_str()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| x.to_string())
-                })
-                .collect::<Vec<_>>()
-                .join(", "),
-            serde_json::Value::Null => continue,
-            other => other.to_string(),
-        };
+    for (label, text) in os_rows(os) {
         let _ = writeln!(
             out,
             "<tr><td class=\"id\">{}</td><td>{}</td></tr>",
@@ -158,7 +151,7 @@ fn os_table(out: &mut String, os: &serde_json::Value) {
     out.push_str("</table>\n");
 }
 
-fn disk_svg(out: &mut String, layout: &crate::checks::verify::Layout, size: u64) {
+fn disk_svg(out: &mut String, layout: &crate::checks::layout::Layout, size: u64) {
     const W: f64 = 1000.0;
     let scale = |b: u64| b as f64 / size.max(1) as f64 * W;
     let _ = write!(

@@ -4,6 +4,7 @@ use std::fmt::Write;
 
 use crate::checks::image_format::human_size;
 use crate::checks::inspect::InspectReport;
+use crate::windows::OsInfo;
 
 fn field(out: &mut String, name: &str, v: Option<impl std::fmt::Display>) {
     if let Some(v) = v {
@@ -46,50 +47,65 @@ pub fn render(r: &InspectReport) -> String {
         }
     }
     if let Some(os) = &r.os {
-        let _ = writeln!(out, "\nWindows:");
-        field(&mut out, "product", os.product_name.as_ref());
-        field(&mut out, "edition", os.edition_id.as_ref());
-        field(&mut out, "installation type", os.installation_type.as_ref());
-        field(&mut out, "version", os.version.as_ref());
-        field(&mut out, "display version", os.display_version.as_ref());
-        field(&mut out, "architecture", os.architecture.as_ref());
-        field(&mut out, "system root", os.system_root.as_ref());
-        field(&mut out, "host name", os.host_name.as_ref());
-        field(&mut out, "time zone", os.time_zone.as_ref());
-        field(&mut out, "registered owner", os.registered_owner.as_ref());
-        field(
-            &mut out,
-            "control set",
-            Some(format!("{} ({})", os.control_set, os.control_set_source)),
-        );
-        for (name, h) in [("SYSTEM", &os.system_hive), ("SOFTWARE", &os.software_hive)] {
-            if h.dirty || h.logs_applied {
-                field(
-                    &mut out,
-                    &format!("{name} hive"),
-                    Some(if h.logs_applied {
-                        "dirty; transaction logs replayed"
-                    } else {
-                        "dirty; logs not replayed (recent changes may be missing)"
-                    }),
-                );
-            }
-        }
-        if !os.drive_letters.is_empty() {
-            let letters: Vec<&str> = os.drive_letters.iter().map(|d| d.letter.as_str()).collect();
-            field(&mut out, "drive letters", Some(letters.join(" ")));
+        windows(&mut out, os);
+    }
+    boot_and_drivers(&mut out, r);
+    software(&mut out, r);
+    for e in &r.errors {
+        let _ = writeln!(out, "\nnot read: {e}");
+    }
+    out
+}
+
+/// The Windows identity.
+fn windows(out: &mut String, os: &OsInfo) {
+    let _ = writeln!(out, "\nWindows:");
+    field(out, "product", os.product_name.as_ref());
+    field(out, "edition", os.edition_id.as_ref());
+    field(out, "installation type", os.installation_type.as_ref());
+    field(out, "version", os.version.as_ref());
+    field(out, "display version", os.display_version.as_ref());
+    field(out, "architecture", os.architecture.as_ref());
+    field(out, "system root", os.system_root.as_ref());
+    field(out, "host name", os.host_name.as_ref());
+    field(out, "time zone", os.time_zone.as_ref());
+    field(out, "registered owner", os.registered_owner.as_ref());
+    field(
+        out,
+        "control set",
+        Some(format!("{} ({})", os.control_set, os.control_set_source)),
+    );
+    for (name, h) in [("SYSTEM", &os.system_hive), ("SOFTWARE", &os.software_hive)] {
+        if h.dirty || h.logs_applied {
+            field(
+                out,
+                &format!("{name} hive"),
+                Some(if h.logs_applied {
+                    "dirty; transaction logs replayed"
+                } else {
+                    "dirty; logs not replayed (recent changes may be missing)"
+                }),
+            );
         }
     }
+    if !os.drive_letters.is_empty() {
+        let letters: Vec<&str> = os.drive_letters.iter().map(|d| d.letter.as_str()).collect();
+        field(out, "drive letters", Some(letters.join(" ")));
+    }
+}
+
+/// The BCD, Virtio storage and Cloudbase-Init.
+fn boot_and_drivers(out: &mut String, r: &InspectReport) {
     if let Some(b) = &r.boot {
         let _ = writeln!(out, "\nBoot (BCD {} on partition {}):", b.path, b.partition);
         field(
-            &mut out,
+            out,
             "firmware",
             Some(format!("{:?}", b.bcd.firmware).to_uppercase()),
         );
-        field(&mut out, "loader", b.bcd.loader_path.as_ref());
-        field(&mut out, "description", b.bcd.loader_description.as_ref());
-        field(&mut out, "evidence", Some(&b.bcd.evidence));
+        field(out, "loader", b.bcd.loader_path.as_ref());
+        field(out, "description", b.bcd.loader_description.as_ref());
+        field(out, "evidence", Some(&b.bcd.evidence));
     }
     if let Some(v) = &r.virtio {
         let _ = writeln!(out, "\nVirtio storage: {}", v.state_text);
@@ -101,6 +117,22 @@ pub fn render(r: &InspectReport) -> String {
                 "installed"
             } else {
                 "not installed"
+            }
+        );
+    }
+    if let Some(f) = &r.storage_filters {
+        let broken: Vec<String> = f
+            .broken()
+            .map(|b| format!("{} {} {}", b.class_name, b.value, b.filter))
+            .collect();
+        let _ = writeln!(
+            out,
+            "\nStorage class filters: {} set, {}",
+            f.filters.len(),
+            if broken.is_empty() {
+                "all load".to_string()
+            } else {
+                format!("broken: {}", broken.join(", "))
             }
         );
     }
@@ -121,6 +153,10 @@ pub fn render(r: &InspectReport) -> String {
             }
         );
     }
+}
+
+/// Conflicting guest tools, warnings, applications and services.
+fn software(out: &mut String, r: &InspectReport) {
     if !r.conflicts.is_empty() {
         let _ = writeln!(out, "\nConflicting guest tools:");
         for c in &r.conflicts {
@@ -159,8 +195,4 @@ pub fn render(r: &InspectReport) -> String {
             let _ = writeln!(out, "  {:28} {}", s.name, s.start_name);
         }
     }
-    for e in &r.errors {
-        let _ = writeln!(out, "\nnot read: {e}");
-    }
-    out
 }

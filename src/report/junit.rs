@@ -1,10 +1,11 @@
 //! JUnit XML: one testsuite per image, one testcase per check, so CI systems show every check.
 //! Failed checks are `<failure>`, skipped checks `<skipped>`, an unreadable image is an
-//! `<error>`; warnings pass and carry their message in `<system-out>`.
+//! `<error>`; warnings pass and carry their message in `<system-out>`, except under `--strict`,
+//! where they fail the run and so are `<failure>`s too: the report and the exit status agree.
 
 use std::fmt::Write;
 
-use crate::checks::{ImageReport, Status, Verdict};
+use crate::checks::{CheckResult, ImageReport, Status, Verdict};
 
 /// Escape text for XML attributes and content.
 pub fn escape(s: &str) -> String {
@@ -57,59 +58,48 @@ pub fn render(reports: &[ImageReport]) -> String {
             escape(&r.image)
         );
         for c in &r.checks {
-            let _ = write!(
-                out,
-                "    <testcase classname=\"{}\" name=\"{}\"",
-                escape(&r.image),
-                escape(&c.id)
-            );
-            let text = match &c.hint {
-                Some(h) => format!("{}\nWhat to do: {h}", c.message),
-                None => c.message.clone(),
-            };
-            match c.status {
-                Status::Fail if r.verdict == Verdict::Error => {
-                    let _ = writeln!(
-                        out,
-                        ">\n      <error message=\"{}\">{}</error>\n    </testcase>",
-                        escape(&c.message),
-                        escape(&text)
-                    );
-                }
-                Status::Fail => {
-                    let _ = writeln!(
-                        out,
-                        ">\n      <failure message=\"{}\" type=\"{}\">{}</failure>\n    </testcase>",
-                        escape(&c.message),
-                        escape(&c.id),
-                        escape(&text)
-                    );
-                }
-                Status::Skip => {
-                    let _ = writeln!(
-                        out,
-                        ">\n      <skipped message=\"{}\"/>\n    </testcase>",
-                        escape(&c.message)
-                    );
-                }
-                Status::Warn => {
-                    let _ = writeln!(
-                        out,
-                        ">\n      <system-out>WARNING: {}</system-out>\n    </testcase>",
-                        escape(&text)
-                    );
-                }
-                Status::Pass => {
-                    let _ = writeln!(
-                        out,
-                        ">\n      <system-out>{}</system-out>\n    </testcase>",
-                        escape(&text)
-                    );
-                }
-            }
+            testcase(&mut out, r, c);
         }
         let _ = writeln!(out, "  </testsuite>");
     }
     out.push_str("</testsuites>\n");
     out
+}
+
+/// One check as a testcase: an error when the image could not be read, a failure when it
+/// fails the run (a warning does under `--strict`), skipped, or passed with its message.
+fn testcase(out: &mut String, r: &ImageReport, c: &CheckResult) {
+    let _ = write!(
+        out,
+        "    <testcase classname=\"{}\" name=\"{}\"",
+        escape(&r.image),
+        escape(&c.id)
+    );
+    let text = match &c.hint {
+        Some(h) => format!("{}\nWhat to do: {h}", c.message),
+        None => c.message.clone(),
+    };
+    let body = match c.status {
+        Status::Fail if r.verdict == Verdict::Error => format!(
+            "<error message=\"{}\">{}</error>",
+            escape(&c.message),
+            escape(&text)
+        ),
+        Status::Fail => format!(
+            "<failure message=\"{}\" type=\"{}\">{}</failure>",
+            escape(&c.message),
+            escape(&c.id),
+            escape(&text)
+        ),
+        Status::Warn if c.fails_run(r.strict) => format!(
+            "<failure message=\"{}\" type=\"{}\">WARNING (fails the run under --strict): {}</failure>",
+            escape(&c.message),
+            escape(&c.id),
+            escape(&text)
+        ),
+        Status::Skip => format!("<skipped message=\"{}\"/>", escape(&c.message)),
+        Status::Warn => format!("<system-out>WARNING: {}</system-out>", escape(&text)),
+        Status::Pass => format!("<system-out>{}</system-out>", escape(&text)),
+    };
+    let _ = writeln!(out, ">\n      {body}\n    </testcase>");
 }

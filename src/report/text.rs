@@ -56,12 +56,11 @@ pub fn render(r: &ImageReport, style: Style) -> String {
     }
     let _ = writeln!(out, "{head}");
     if let Some(os) = &r.os {
-        let field = |k: &str| os[k].as_str().map(str::to_string);
         let parts: Vec<String> = [
-            field("product_name"),
-            field("version"),
-            field("architecture"),
-            field("host_name").map(|h| format!("host {h}")),
+            os.product_name.clone(),
+            os.version.clone(),
+            os.architecture.clone(),
+            os.host_name.as_ref().map(|h| format!("host {h}")),
         ]
         .into_iter()
         .flatten()
@@ -94,12 +93,7 @@ pub fn summary(reports: &[ImageReport], style: Style) -> String {
     let rows: Vec<[String; 5]> = reports
         .iter()
         .map(|r| {
-            let failed: Vec<&str> = r
-                .checks
-                .iter()
-                .filter(|c| c.status == Status::Fail)
-                .map(|c| c.id.as_str())
-                .collect();
+            let failed: Vec<&str> = r.failed().map(|c| c.id.as_str()).collect();
             [
                 r.image.clone(),
                 r.format

@@ -145,3 +145,8 @@ pub fn pending_reboot_markers(software: &Hive) -> Result<Vec<String>> {
     }
     Ok(out)
 }
+
+/// Convenience for callers that only have the version: Windows 8 / Server 2012 (6.2) or later.
+pub fn is_win8_or_later(v: &WindowsVersion) -> bool {
+    v.major_minor().is_some_and(|(a, b)| (a, b) >= (6, 2))
+}

@@ -89,6 +89,9 @@ pub struct Service {
     pub group: Option<String>,
     pub upper_filters: Vec<String>,
     pub lower_filters: Vec<String>,
+    /// The names of the key's values (for describing a remnant key).
+    #[serde(skip)]
+    pub values: Vec<String>,
 }
 
 impl Service {
@@ -105,12 +108,20 @@ impl Service {
             group: k.nonempty_string("Group"),
             upper_filters: k.multi_sz("UpperFilters").unwrap_or_default(),
             lower_filters: k.multi_sz("LowerFilters").unwrap_or_default(),
+            values: k.values().iter().map(|v| v.name.clone()).collect(),
         }
     }
 
     /// Start is not 4 (disabled). A service without Start is treated as enabled.
     pub fn enabled(&self) -> bool {
         self.start != Some(4)
+    }
+
+    /// A key left behind by an uninstaller: none of Type, Start and ImagePath (e.g. `pvscsi`
+    /// holding only an installer's `vwdk.installers` value). Windows cannot start it; it is a
+    /// leftover, not an installed service.
+    pub fn is_remnant(&self) -> bool {
+        self.service_type.is_none() && self.start.is_none() && self.image_path.is_none()
     }
 
     /// A kernel or file-system driver (Type 1, 2 or 8).
@@ -133,6 +144,44 @@ pub fn service(system: &Hive, cs: &ControlSet, name: &str) -> Result<Option<Serv
     Ok(system
         .key(&format!("{}\\Services\\{}", cs.name, name))?
         .map(|k| Service::from_key(&k)))
+}
+
+/// `Services\<name>\StartOverride`: start types that override `Start`. Windows writes it
+/// (values "0", "1", ... each holding a start type) for a boot driver whose device was absent
+/// at a boot, typically 3 (manual); the driver then does not load at boot although Start is 0,
+/// and a disk that needs it is an INACCESSIBLE_BOOT_DEVICE. Deleting the key restores `Start`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StartOverride {
+    pub registry_path: String,
+    /// Each value: its name and its data as a start type (`None` when not a DWORD).
+    pub values: Vec<(String, Option<u32>)>,
+}
+
+impl StartOverride {
+    /// The values that override the start type to anything but boot (0), as `name=data`.
+    pub fn disabling(&self) -> Vec<String> {
+        self.values
+            .iter()
+            .filter(|(_, v)| *v != Some(0))
+            .map(|(n, v)| match v {
+                Some(v) => format!("{n}={v} ({})", start_name(Some(*v))),
+                None => format!("{n} (not a DWORD)"),
+            })
+            .collect()
+    }
+}
+
+/// The StartOverride key of `service`, when it has one.
+pub fn start_override(system: &Hive, service: &Service) -> Result<Option<StartOverride>> {
+    let path = join(&service.registry_path, "StartOverride");
+    Ok(system.key(&path)?.map(|k| StartOverride {
+        registry_path: k.path().to_string(),
+        values: k
+            .values()
+            .iter()
+            .map(|v| (v.name.clone(), v.data.as_u32()))
+            .collect(),
+    }))
 }
 
 /// Upper/lower filters of a device setup class.
