@@ -94,12 +94,20 @@ pub(super) fn transmission(
     })
 }
 
+/// Answer requests until the reader stops. A worker whose reply failed marks the connection
+/// broken and shuts it down, but it and every other worker keep taking (and dropping) what is
+/// queued until the reader is gone: a reader blocked on a full queue must be let go, or the
+/// connection's threads would wait on each other for ever.
 fn worker(conn: &Conn, rx: &Mutex<Receiver<Request>>) {
     loop {
         let req = match lock(rx).recv() {
             Ok(r) => r,
             Err(_) => return,
         };
+        if conn.broken.load(Ordering::SeqCst) {
+            conn.activity.request_done();
+            continue;
+        }
         let r = conn.answer(req);
         conn.activity.request_done();
         if let Err(e) = r {
@@ -121,7 +129,6 @@ fn worker(conn: &Conn, rx: &Mutex<Receiver<Request>>) {
             }
             conn.broken.store(true, Ordering::SeqCst);
             let _ = conn.stream.shutdown(Shutdown::Both);
-            return;
         }
     }
 }
