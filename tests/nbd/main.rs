@@ -3,12 +3,15 @@
 //! `nbd://` sources read by imgcheck from qemu-nbd and from `imgcheck serve`.
 //! Everything listens on 127.0.0.1 (or a Unix socket in the test's temp folder); every server
 //! is killed when its guard is dropped. Attacks on the server and the client (connection
-//! floods, clients that do not read, dripping servers) are in `attacks.rs`.
+//! floods, clients that do not read) are in `attacks.rs`, deadlines (the server's handshake
+//! and idle deadlines, the client's against dripping servers) in `deadlines.rs`.
 #[path = "../common/mod.rs"]
 mod common;
 use common::*;
 
 mod attacks;
+mod deadlines;
+mod wire;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -35,6 +38,23 @@ impl Served {
     /// What the server has written to standard error so far.
     fn log(&self) -> String {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    /// Send SIGTERM and wait up to `within` for the server to exit; its status, `None` if it
+    /// is still running then.
+    fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        // SAFETY: kill() on our own child's pid.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let t0 = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return Some(st);
+            }
+            if t0.elapsed() > within {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 

@@ -10,7 +10,8 @@
 //! - back-pressure: the request queue holds two requests per worker; while the workers wait for
 //!   their replies to be read (or for memory), the reader stops reading requests;
 //! - time: a reply must be taken by the client within `send_timeout` (plus a second per
-//!   256 KiB), or the connection is closed; a connection with nothing in flight for
+//!   256 KiB of it: one deadline for the whole reply, not per piece), or the connection is
+//!   closed; a connection with nothing in flight for
 //!   `idle_timeout` is closed.
 
 use std::io::{self, BufRead, IoSlice};
@@ -19,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Mutex, MutexGuard};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::super::proto::*;
 use super::super::stream::{transfer_deadline, Stream};
@@ -246,23 +247,39 @@ impl Conn<'_> {
         self.error(req.cookie, EPERM, "the export is read-only")
     }
 
-    /// Write `bufs` as one message, under the write lock already held; the client must take it
-    /// within the send timeout (plus a second per 256 KiB).
-    fn send_locked(&self, _held: &MutexGuard<'_, ()>, bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
-        let len: usize = bufs.iter().map(|b| b.len()).sum();
-        self.stream.set_write_deadline(Some(transfer_deadline(
-            self.export.send_timeout,
-            len as u64,
-        )));
+    /// When a reply of `len` bytes started now must have been taken by the client: the send
+    /// timeout plus a second per 256 KiB. One deadline per reply, however many pieces it is
+    /// written in, so a client taking a piece just before each piece's deadline cannot stretch
+    /// a 32 MiB reply to an hour.
+    fn reply_deadline(&self, len: u64) -> Instant {
+        transfer_deadline(self.export.send_timeout, len)
+    }
+
+    /// Write `bufs` (a message, or part of one), under the write lock already held, before
+    /// `until`.
+    fn send_locked(
+        &self,
+        _held: &MutexGuard<'_, ()>,
+        bufs: &mut [IoSlice<'_>],
+        until: Instant,
+    ) -> io::Result<()> {
+        self.stream.set_write_deadline(Some(until));
         self.activity.writing(true);
         let r = self.stream.write_all_vectored(bufs);
         self.activity.writing(false);
         r
     }
 
+    /// Write `bufs` as one whole reply (its own deadline).
     fn send(&self, bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
+        let len: usize = bufs.iter().map(|b| b.len()).sum();
+        self.send_until(bufs, self.reply_deadline(len as u64))
+    }
+
+    /// Write `bufs` as one message before `until` (the deadline of the reply it is part of).
+    fn send_until(&self, bufs: &mut [IoSlice<'_>], until: Instant) -> io::Result<()> {
         let held = lock(&self.out);
-        self.send_locked(&held, bufs)
+        self.send_locked(&held, bufs, until)
     }
 
     fn ok(&self, cookie: u64) -> io::Result<()> {
@@ -409,6 +426,7 @@ impl Conn<'_> {
             cookie: req.cookie,
             end: offset + len,
             hole: None,
+            until: self.reply_deadline(len),
         };
         let window = self.map_window();
         let mut pos = offset;
@@ -471,8 +489,13 @@ impl Conn<'_> {
         if let Err(e) = self.dev.read_at(&mut g.buf[..first], req.offset) {
             return self.error(req.cookie, EIO, &e.to_string());
         }
+        let until = self.reply_deadline((header.len() + total) as u64);
         let held = lock(&self.out);
-        self.send_locked(&held, &mut [IoSlice::new(header), IoSlice::new(&g.buf)])?;
+        self.send_locked(
+            &held,
+            &mut [IoSlice::new(header), IoSlice::new(&g.buf)],
+            until,
+        )?;
         let mut done = first;
         while done < total {
             let n = (total - done).min(first);
@@ -483,7 +506,7 @@ impl Conn<'_> {
                      ({e}); closing the connection, as the protocol requires"
                 )));
             }
-            self.send_locked(&held, &mut [IoSlice::new(&g.buf[..n])])?;
+            self.send_locked(&held, &mut [IoSlice::new(&g.buf[..n])], until)?;
             done += n;
         }
         Ok(())
@@ -578,6 +601,8 @@ struct ReadReply<'c, 'a> {
     end: u64,
     /// A hole not sent yet (it may grow).
     hole: Option<(u64, u64)>,
+    /// When the whole reply must have been taken.
+    until: Instant,
 }
 
 impl ReadReply<'_, '_> {
@@ -595,8 +620,8 @@ impl ReadReply<'_, '_> {
     fn flush_hole(&mut self, last: bool) -> io::Result<()> {
         if let Some((o, l)) = self.hole.take() {
             let flags = if last { REPLY_FLAG_DONE } else { 0 };
-            self.conn
-                .send(&mut [IoSlice::new(&hole_chunk(flags, self.cookie, o, l))])?;
+            let h = hole_chunk(flags, self.cookie, o, l);
+            self.conn.send_until(&mut [IoSlice::new(&h)], self.until)?;
         }
         Ok(())
     }
@@ -624,7 +649,7 @@ impl ReadReply<'_, '_> {
                 );
                 h.extend_from_slice(m);
                 h.extend_from_slice(&pos.to_be_bytes());
-                c.send(&mut [IoSlice::new(&h)])?;
+                c.send_until(&mut [IoSlice::new(&h)], self.until)?;
                 return Ok(false);
             }
             let flags = if pos + n as u64 == self.end {
@@ -639,7 +664,7 @@ impl ReadReply<'_, '_> {
                 &pos.to_be_bytes(),
                 n,
             );
-            c.send(&mut [IoSlice::new(&h), IoSlice::new(&g.buf)])?;
+            c.send_until(&mut [IoSlice::new(&h), IoSlice::new(&g.buf)], self.until)?;
             pos += n as u64;
         }
         Ok(true)
