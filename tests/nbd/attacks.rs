@@ -402,7 +402,8 @@ fn real_clients_are_served_during_attacks() {
 fn block_status_replies_are_bounded_and_real_clients_stitch_them() {
     let dir = tempfile::tempdir().unwrap();
     let frag = dir.path().join("frag.qcow2");
-    let size = 64u64 << 20;
+    // Longer than one reply can describe in 512-byte descriptors (32,765 of them: 16 MiB).
+    let size = 24u64 << 20;
     make_fragmented_qcow2(&frag, size);
     let s = serve(&[
         "--listen",
@@ -440,11 +441,23 @@ fn block_status_replies_are_bounded_and_real_clients_stitch_them() {
             "descriptor {i}"
         );
     }
+    // imgcheck's own client asks again from where each reply stopped.
+    {
+        use imgcheck::image::Storage;
+        let uri = imgcheck::nbd::uri::parse(&s.uri).unwrap();
+        let st = imgcheck::nbd::client::NbdStorage::connect("frag", &uri).unwrap();
+        let ranges = st.data_ranges(0, size).unwrap();
+        assert_eq!(ranges.len() as u64, size / 1024);
+        for (i, &r) in ranges.iter().enumerate() {
+            assert_eq!(r, (i as u64 * 1024, 512), "data range {i}");
+        }
+    }
     drop(c);
     if !need_qemu() {
         return;
     }
-    // qemu-img asks again from where each reply stopped: the whole map, cluster by cluster.
+    // qemu-img (which asks for one extent at a time, NBD_CMD_FLAG_REQ_ONE): the whole map,
+    // cluster by cluster.
     let o = qemu_img(&["map", "--output=json", "-f", "raw", &s.uri]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let runs = map_runs(&String::from_utf8_lossy(&o.stdout));
@@ -520,4 +533,54 @@ fn a_client_that_does_not_read_its_replies_is_disconnected() {
     assert_eq!(&reply[4..8], &[0; 4]);
     stop.shutdown();
     t.join().unwrap().unwrap();
+}
+
+#[test]
+fn connection_limits_make_room_from_the_right_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("disk.raw");
+    make_pattern_raw(&img, 1 << 20, 9);
+    let s = serve(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--export-name",
+        "disk",
+        "--max-clients",
+        "3",
+        "--max-clients-per-address",
+        "2",
+        &img.display().to_string(),
+    ]);
+    let port = port_of(&s.uri);
+    let client = |n: usize| {
+        let mut c = connect_from(source(n), port).unwrap();
+        negotiate(&mut c, false).unwrap();
+        c
+    };
+    let (mut a1, mut a2, mut b1) = (client(0), client(0), client(1));
+    std::thread::sleep(Duration::from_millis(1200)); // idle past the grace time
+                                                     // A third connection from a's address: a's longest idle one makes room.
+    let mut a3 = client(0);
+    assert!(closed_by_server(&mut a1, 2000), "a1 kept");
+    assert!(!closed_by_server(&mut a2, 300) && !closed_by_server(&mut b1, 10));
+    // The server is full (a2, a3, b1): a newcomer from a third address takes room from the
+    // address with most connections, and there from its connection idle past the grace time
+    // (a2; a3 is too fresh); b's single connection is kept.
+    let mut c1 = client(2);
+    assert!(closed_by_server(&mut a2, 2000), "a2 kept");
+    for (c, what) in [(&mut a3, "a3"), (&mut b1, "b1"), (&mut c1, "c1")] {
+        assert!(!closed_by_server(c, 100), "{what} closed");
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(&request(0, 1, 0, 512)).unwrap();
+        let mut reply = [0u8; 16 + 512];
+        c.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply[4..8], &[0; 4], "{what} served");
+    }
+    let log = s.log();
+    assert!(
+        log.contains("closed a connection of 127.0.0.2 (idle for")
+            && log.contains("to make room: at most 2 per client address")
+            && log.contains("to make room: at most 3 clients in all"),
+        "{log}"
+    );
 }

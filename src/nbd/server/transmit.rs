@@ -9,9 +9,9 @@
 //!   shorter range than asked; clients ask again from where the reply stopped);
 //! - back-pressure: the request queue holds two requests per worker; while the workers wait for
 //!   their replies to be read (or for memory), the reader stops reading requests;
-//! - time: a reply must be taken by the client within `send_timeout` (plus a second per
-//!   256 KiB of it: one deadline for the whole reply, not per piece), or the connection is
-//!   closed; a connection with nothing in flight for
+//! - time: each piece of a reply must be taken by the client within `send_timeout` (plus a
+//!   second per 256 KiB), and the whole reply within `send_timeout` plus a second per 256 KiB
+//!   of all of it, or the connection is closed; a connection with nothing in flight for
 //!   `idle_timeout` is closed.
 
 use std::io::{self, BufRead, IoSlice};
@@ -248,22 +248,25 @@ impl Conn<'_> {
     }
 
     /// When a reply of `len` bytes started now must have been taken by the client: the send
-    /// timeout plus a second per 256 KiB. One deadline per reply, however many pieces it is
-    /// written in, so a client taking a piece just before each piece's deadline cannot stretch
-    /// a 32 MiB reply to an hour.
+    /// timeout plus a second per 256 KiB. This holds for the whole reply, however many pieces
+    /// it is written in, so a client taking each piece just before its own deadline cannot
+    /// stretch a 32 MiB reply to an hour.
     fn reply_deadline(&self, len: u64) -> Instant {
         transfer_deadline(self.export.send_timeout, len)
     }
 
-    /// Write `bufs` (a message, or part of one), under the write lock already held, before
-    /// `until`.
+    /// Write `bufs` (a message, or part of one), under the write lock already held: within the
+    /// send timeout (plus a second per 256 KiB) of now, so that a client that stops reading is
+    /// let go after about that long, and before `until`, the deadline of the whole reply.
     fn send_locked(
         &self,
         _held: &MutexGuard<'_, ()>,
         bufs: &mut [IoSlice<'_>],
         until: Instant,
     ) -> io::Result<()> {
-        self.stream.set_write_deadline(Some(until));
+        let len: usize = bufs.iter().map(|b| b.len()).sum();
+        let piece = self.reply_deadline(len as u64);
+        self.stream.set_write_deadline(Some(piece.min(until)));
         self.activity.writing(true);
         let r = self.stream.write_all_vectored(bufs);
         self.activity.writing(false);
