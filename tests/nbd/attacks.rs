@@ -584,3 +584,49 @@ fn connection_limits_make_room_from_the_right_address() {
         "{log}"
     );
 }
+
+#[test]
+fn a_write_payload_dripped_slowly_does_not_keep_a_connection_busy() {
+    // Connections busy with a request are never closed to make room; a write's payload (which
+    // the server must read before refusing it) dripped a byte at a time must not count as one.
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("disk.raw");
+    make_pattern_raw(&img, 1 << 20, 9);
+    let s = serve(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--export-name",
+        "disk",
+        "--max-clients-per-address",
+        "2",
+        &img.display().to_string(),
+    ]);
+    let port = port_of(&s.uri);
+    let stop = Arc::new(AtomicBool::new(false));
+    let drippers: Vec<_> = (0..2)
+        .map(|_| {
+            let mut c = connect_from(source(0), port).unwrap();
+            negotiate(&mut c, false).unwrap();
+            c.write_all(&request(1, 1, 0, 1 << 20)).unwrap(); // NBD_CMD_WRITE, 1 MiB
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) && c.write_all(&[0]).is_ok() {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1300));
+    let mut c = connect_from(source(0), port).unwrap();
+    let served = negotiate(&mut c, false);
+    stop.store(true, Ordering::SeqCst);
+    for t in drippers {
+        t.join().unwrap();
+    }
+    let log = s.log();
+    served.unwrap_or_else(|e| panic!("refused: {e}\n{log}"));
+    assert!(
+        log.contains("(idle for") && log.contains("to make room"),
+        "{log}"
+    );
+}

@@ -161,18 +161,11 @@ impl Conn<'_> {
                 return Ok(()); // the client went away between requests, or we are stopping
             }
             let req = Request::decode(&hdr).ok_or_else(|| proto_err("bad request magic"))?;
-            self.activity.request_received();
             match req.typ {
-                CMD_DISC => {
-                    self.activity.request_done();
-                    return Ok(());
-                }
-                CMD_WRITE => {
-                    let r2 = self.refuse_write(r, req);
-                    self.activity.request_done();
-                    r2?;
-                }
+                CMD_DISC => return Ok(()),
+                CMD_WRITE => self.refuse_write(r, req)?,
                 _ => {
+                    self.activity.request_received();
                     if !dispatch(req) {
                         return Ok(());
                     }
@@ -228,7 +221,9 @@ impl Conn<'_> {
         Ok(true)
     }
 
-    /// Swallow a write request's payload and refuse it.
+    /// Swallow a write request's payload and refuse it. The request counts as received (the
+    /// connection as busy) only once its payload is in: a payload dripped slowly must not make
+    /// a connection look busy, which would keep it from being closed to make room.
     fn refuse_write(&self, r: &mut impl BufRead, req: Request) -> io::Result<()> {
         if req.length > MAX_REQUEST {
             return Err(proto_err(format!(
@@ -244,7 +239,10 @@ impl Conn<'_> {
         let skipped = discard(r, req.length as u64);
         self.stream.set_read_deadline(None);
         skipped?;
-        self.error(req.cookie, EPERM, "the export is read-only")
+        self.activity.request_received();
+        let refused = self.error(req.cookie, EPERM, "the export is read-only");
+        self.activity.request_done();
+        refused
     }
 
     /// When a reply of `len` bytes started now must have been taken by the client: the send
