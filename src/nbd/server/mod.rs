@@ -1,10 +1,10 @@
 //! Read-only NBD server over any [`BlockDevice`].
 //!
-//! One thread accepts connections and decides, under the [limits](limits), which it serves;
-//! each connection gets a thread that negotiates ([`negotiate`]) under a handshake deadline and
-//! then reads requests, and a small pool of worker threads that answer them ([`transmit`]).
+//! One thread accepts connections and decides, under the limits (`limits`), which it serves;
+//! each connection gets a thread that negotiates (`negotiate`) under a handshake deadline and
+//! then reads requests, and a small pool of worker threads that answer them (`transmit`).
 //! All connections share one `Arc<dyn BlockDevice>`, whose reads take `&self`, and one
-//! [budget](budget) of memory for reply data.
+//! budget (`budget`) of memory for reply data.
 //!
 //! ## Defaults, and why
 //! - `handshake_timeout` 10 s: what qemu-nbd and qemu-storage-daemon allow since CVE-2024-7409
@@ -13,7 +13,7 @@
 //!   32 (nbdcopy opens up to 16 connections, imgcheck's own client 4; several of them on one
 //!   host fit). At a limit the server closes a connection that is worth least — negotiating
 //!   too long, not reading its replies, or idle — rather than refusing the newcomer; see
-//!   [`limits`].
+//!   `limits`.
 //! - `idle_timeout` 1 hour: a connection with nothing in flight for that long is closed. qemu-nbd
 //!   and nbdkit have none; a mounted export (`qemu-nbd -c`, a guest booted from the export) may
 //!   sit idle for minutes and cannot always reconnect, so the default is long. Idle
