@@ -3,13 +3,16 @@
 //! pipeline reads and never read the replies, huge block-status requests. While each attack
 //! runs, `qemu-img info` must be served within 1 s and the server's resident memory stay under
 //! 200 MiB; once it ends, the server must stop promptly on SIGTERM (no connection left stuck).
-//! The attackers come from loopback addresses 127.0.0.2 and up (several of them, so that the
-//! server-wide limit is reached, not only the per-address one), the real client from
-//! 127.0.0.1; flooding attackers reconnect when the server closes them.
+//! The real client comes from 127.0.0.1, the attackers from several loopback addresses, so
+//! that both limits are reached: the idle and bare-connection floods include 127.0.0.1 (the
+//! real client's own address is full: room is made there), the slowloris flood does not (the
+//! server is full: room is made on the busiest other address). Flooding attackers reconnect
+//! when the server closes them.
 
 use super::wire::*;
 use super::*;
 use std::io;
+use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -62,6 +65,8 @@ struct Attack {
     stop: Arc<AtomicBool>,
     done: Arc<AtomicUsize>,
     closed: Arc<AtomicUsize>,
+    /// What `done` counts.
+    unit: &'static str,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -88,7 +93,11 @@ impl Ctx<'_> {
 
 impl Attack {
     /// `n` threads running `body`; errors end a thread quietly.
-    fn start(n: usize, body: impl Fn(&Ctx) -> io::Result<()> + Send + Sync + 'static) -> Attack {
+    fn start(
+        n: usize,
+        unit: &'static str,
+        body: impl Fn(&Ctx) -> io::Result<()> + Send + Sync + 'static,
+    ) -> Attack {
         let stop = Arc::new(AtomicBool::new(false));
         let done = Arc::new(AtomicUsize::new(0));
         let closed = Arc::new(AtomicUsize::new(0));
@@ -111,6 +120,7 @@ impl Attack {
             stop,
             done,
             closed,
+            unit,
             threads,
         }
     }
@@ -147,13 +157,24 @@ fn closed_by_server(s: &mut TcpStream, ms: u64) -> bool {
     }
 }
 
-/// 128 clients on 4 addresses (32 each: the per-address limit; 128 in all: the server's) that
-/// negotiate and then sit idle, reconnecting 50 ms after the server closes them.
+/// Attacker address `k` of a flood that includes the real client's own address: 127.0.0.1,
+/// then 127.0.0.2 and up.
+fn with_own(k: usize) -> Ipv4Addr {
+    if k == 0 {
+        Ipv4Addr::LOCALHOST
+    } else {
+        source(k - 1)
+    }
+}
+
+/// 128 clients on 4 addresses, 127.0.0.1 among them (32 each: the per-address limit; 128 in
+/// all: the server's) that negotiate and then sit idle, reconnecting 50 ms after the server
+/// closes them.
 fn idle_clients(port: u16) -> (Attack, usize) {
-    let a = Attack::start(128, move |c| {
+    let a = Attack::start(128, "clients negotiated", move |c| {
         let mut counted = false;
         while !c.stopped() {
-            let Ok(mut s) = connect_from(source(c.i % 4), port) else {
+            let Ok(mut s) = connect_from(with_own(c.i % 4), port) else {
                 c.pause(50);
                 continue;
             };
@@ -174,7 +195,7 @@ fn idle_clients(port: u16) -> (Attack, usize) {
 /// 130 clients on 5 addresses that drip a never-ending handshake, a byte every 200 ms, and
 /// reconnect 50 ms after the server closes them.
 fn slowloris(port: u16) -> (Attack, usize) {
-    let a = Attack::start(130, move |c| {
+    let a = Attack::start(130, "handshakes begun", move |c| {
         let mut counted = false;
         while !c.stopped() {
             let Ok(mut s) = connect_from(source(c.i % 5), port) else {
@@ -202,13 +223,13 @@ fn slowloris(port: u16) -> (Attack, usize) {
     (a, 130)
 }
 
-/// 1,000 TCP connections on 8 addresses that never send a byte (opened by 4 threads, held
-/// open).
+/// 1,000 TCP connections on 8 addresses, 127.0.0.1 among them, that never send a byte
+/// (opened by 4 threads, held open).
 fn bare_connections(port: u16) -> (Attack, usize) {
-    let a = Attack::start(4, move |c| {
+    let a = Attack::start(4, "connections opened", move |c| {
         let mut held = Vec::new();
         for j in 0..250 {
-            held.push(connect_from(source(c.i * 250 + j), port)?);
+            held.push(connect_from(with_own((c.i * 250 + j) % 8), port)?);
             c.done.fetch_add(1, Ordering::SeqCst);
         }
         c.pause(u64::MAX);
@@ -221,31 +242,35 @@ fn bare_connections(port: u16) -> (Attack, usize) {
 /// never read the replies: half with simple replies (one 32 MiB message each), half with
 /// structured ones.
 fn unread_reads(port: u16) -> (Attack, usize) {
-    let a = Attack::start(16, move |c| {
-        let mut s = connect_from(source(0), port)?;
-        negotiate(&mut s, c.i % 2 == 1)?;
-        s.set_write_timeout(Some(Duration::from_millis(200)))?;
-        let mut cookie = 0u64;
-        while !c.stopped() {
-            cookie += 1;
-            let r = request(0, cookie, (cookie % 2) << 25, 32 << 20);
-            match s.write_all(&r) {
-                Ok(()) => {
-                    c.done.fetch_add(1, Ordering::SeqCst);
+    let a = Attack::start(
+        16,
+        "requests sent (most wait in socket buffers)",
+        move |c| {
+            let mut s = connect_from(source(0), port)?;
+            negotiate(&mut s, c.i % 2 == 1)?;
+            s.set_write_timeout(Some(Duration::from_millis(200)))?;
+            let mut cookie = 0u64;
+            while !c.stopped() {
+                cookie += 1;
+                let r = request(0, cookie, (cookie % 2) << 25, 32 << 20);
+                match s.write_all(&r) {
+                    Ok(()) => {
+                        c.done.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock) => {}
+                    Err(e) => return Err(e),
                 }
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock) => {}
-                Err(e) => return Err(e),
             }
-        }
-        Ok(())
-    });
+            Ok(())
+        },
+    );
     (a, 16 * 8)
 }
 
 /// 4 clients that each ask, again and again, for the block status of 4 GiB of a fragmented
 /// image (reading the replies; each reply covers a shorter range, as the protocol allows).
 fn huge_block_status(port: u16) -> (Attack, usize) {
-    let a = Attack::start(4, move |c| {
+    let a = Attack::start(4, "requests answered", move |c| {
         let mut s = connect_from(source(c.i), port)?;
         negotiate(&mut s, true)?;
         let mut cookie = 0u64;
@@ -367,16 +392,17 @@ fn real_clients_are_served_during_attacks() {
             std::thread::sleep(Duration::from_millis(300));
         }
         let hwm = proc_status_mib(pid, "VmHWM");
-        let (done, closed) = (
+        let (done, closed, unit) = (
             a.done.load(Ordering::SeqCst),
             a.closed.load(Ordering::SeqCst),
+            a.unit,
         );
         drop(a);
         times.sort();
         eprintln!(
             "{what}: qemu-img info in {:?}..{:?} (median {:?}); server VmRSS {base} MiB before, \
-             up to {rss} MiB during, VmHWM {hwm} MiB; attack: {done} done, {closed} closed by \
-             the server",
+             up to {rss} MiB during, VmHWM {hwm} MiB; attack: {done} {unit}, {closed} \
+             reconnections",
             times[0], times[4], times[2]
         );
         assert!(hwm < 200, "{what}: the server's RSS peaked at {hwm} MiB");
