@@ -118,12 +118,14 @@ pub(super) fn negotiate(
                 d.extend_from_slice(&export.size.to_be_bytes());
                 d.extend_from_slice(&export.flags(s.structured).to_be_bytes());
                 write_opt_reply(w, opt, REP_INFO, &d)?;
-                let mut sent = Vec::new();
+                // Each known type answered once (a bit per type: a 64 KiB option holds 32K
+                // requests, which a list searched for each would make 500M comparisons).
+                let mut sent = 0u8;
                 for req in requests {
-                    if sent.contains(&req) {
+                    if req > INFO_BLOCK_SIZE || sent & (1 << req) != 0 {
                         continue;
                     }
-                    sent.push(req);
+                    sent |= 1 << req;
                     let mut d = req.to_be_bytes().to_vec();
                     match req {
                         INFO_NAME => d.extend_from_slice(export.name.as_bytes()),
