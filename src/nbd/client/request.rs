@@ -216,17 +216,17 @@ impl Conn {
                     let ctx = read_u32(&mut self.r)?;
                     let mut d = vec![0u8; clen as usize - 4];
                     self.r.read_exact(&mut d)?;
-                    if ctx != id {
-                        continue; // another context
+                    // Another context's chunk is skipped (its DONE flag still ends the reply).
+                    if ctx == id {
+                        let descs: Vec<(u32, u32)> = d
+                            .chunks_exact(8)
+                            .map(|c| (be32(c, 0).unwrap(), be32(c, 4).unwrap()))
+                            .collect();
+                        if descs.iter().any(|d| d.0 == 0) {
+                            return Err(proto_err("zero-length block status descriptor"));
+                        }
+                        out = Some(descs);
                     }
-                    let descs: Vec<(u32, u32)> = d
-                        .chunks_exact(8)
-                        .map(|c| (be32(c, 0).unwrap(), be32(c, 4).unwrap()))
-                        .collect();
-                    if descs.iter().any(|d| d.0 == 0) {
-                        return Err(proto_err("zero-length block status descriptor"));
-                    }
-                    out = Some(descs);
                 }
                 t if t & (1 << 15) != 0 => {
                     let e = self.error_chunk(t, clen)?;
