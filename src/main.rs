@@ -267,10 +267,54 @@ enum Command {
         #[arg(long)]
         export_name: Option<String>,
         #[command(flatten)]
+        limits: ServeLimits,
+        #[command(flatten)]
         open: OpenArgs,
         /// The image file (or nbd:// URI).
         image: String,
     },
+}
+
+/// `serve`'s limits (defaults: `imgcheck::nbd::ServeConfig::default()`, explained in
+/// src/nbd/server/mod.rs).
+#[derive(clap::Args, Debug)]
+struct ServeLimits {
+    /// Connections served at once [default: 128]. When full, a connection still negotiating,
+    /// not reading its replies or idle is closed to make room for a new one.
+    #[arg(long, value_name = "N")]
+    max_clients: Option<usize>,
+    /// Connections served at once from one client address (IPv4 address, IPv6 /64, Unix-socket
+    /// user) [default: 32].
+    #[arg(long, value_name = "N")]
+    max_clients_per_address: Option<usize>,
+    /// Seconds a client gets to complete the NBD handshake [default: 10].
+    #[arg(long, value_name = "SECS")]
+    handshake_timeout: Option<f64>,
+    /// Close a connection with no request for this many seconds; 0: never [default: 3600].
+    #[arg(long, value_name = "SECS")]
+    idle_timeout: Option<f64>,
+}
+
+impl ServeLimits {
+    fn apply(&self, cfg: &mut imgcheck::nbd::ServeConfig) -> Result<()> {
+        let secs = |v: f64, what: &str| {
+            std::time::Duration::try_from_secs_f64(v)
+                .map_err(|_| anyhow::anyhow!("--{what} {v}: not a number of seconds"))
+        };
+        if let Some(n) = self.max_clients {
+            cfg.max_clients = n.max(1);
+        }
+        if let Some(n) = self.max_clients_per_address {
+            cfg.max_clients_per_address = n.max(1);
+        }
+        if let Some(v) = self.handshake_timeout {
+            cfg.handshake_timeout = secs(v, "handshake-timeout")?;
+        }
+        if let Some(v) = self.idle_timeout {
+            cfg.idle_timeout = Some(secs(v, "idle-timeout")?).filter(|d| !d.is_zero());
+        }
+        Ok(())
+    }
 }
 
 /// Open the volume `ls` and `cat` work on.
@@ -705,9 +749,10 @@ fn run(cli: Cli) -> Result<u8> {
             listen,
             unix,
             export_name,
+            limits,
             open,
             image,
-        } => serve(listen, unix, export_name, open, image),
+        } => serve(listen, unix, export_name, &limits, open, image),
     }
 }
 
@@ -715,6 +760,7 @@ fn serve(
     listen: Option<String>,
     unix: Option<PathBuf>,
     export_name: Option<String>,
+    limits: &ServeLimits,
     open: OpenArgs,
     image: String,
 ) -> Result<u8> {
@@ -727,7 +773,7 @@ fn serve(
         eprintln!("imgcheck: warning: {w}");
     }
     let export_name = export_name.unwrap_or_else(|| default_export_name(&image));
-    let cfg = ServeConfig {
+    let mut cfg = ServeConfig {
         // The file name only: clients need not learn the server's directory layout.
         description: format!(
             "{} image {} ({} bytes), read-only, served by imgcheck",
@@ -738,6 +784,7 @@ fn serve(
         export_name,
         ..ServeConfig::default()
     };
+    limits.apply(&mut cfg)?;
     let where_ = match unix {
         Some(p) => Listen::Unix(p),
         None => {
