@@ -6,12 +6,10 @@
 mod common;
 use common::*;
 
-use std::io::Read;
 use std::os::unix::fs::symlink;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 const MIB: u64 = 1024 * 1024;
 
@@ -52,67 +50,6 @@ struct Case {
     name: &'static str,
     args: Vec<String>,
     expect: Expect,
-}
-
-struct Run {
-    code: Option<i32>,
-    signal: Option<i32>,
-    stdout: String,
-    stderr: String,
-    wall: Duration,
-    max_rss_kib: i64,
-}
-
-/// Run imgcheck with `args`, output to files, and reap it with wait4 to get its peak RSS.
-fn run_measured(args: &[String], dir: &Path) -> Run {
-    let out = dir.join("stdout");
-    let err = dir.join("stderr");
-    let t = Instant::now();
-    // Reaped below with wait4 (for its rusage), not with Child::wait.
-    #[allow(clippy::zombie_processes)]
-    let child = Command::new(imgcheck_bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(&err).unwrap())
-        .spawn()
-        .expect("spawn imgcheck");
-    let pid = child.id() as libc::pid_t;
-    let mut status: libc::c_int = 0;
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // Poll with WNOHANG: a hung child (still ours, not yet reaped) is killed after 20 s so the
-    // test fails on time instead of hanging.
-    loop {
-        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) };
-        if r == pid {
-            break;
-        }
-        assert_eq!(r, 0, "wait4");
-        if t.elapsed() > Duration::from_secs(20) {
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let wall = t.elapsed();
-    let st = std::process::ExitStatus::from_raw(status);
-    let mut stdout = String::new();
-    let mut stderr = String::new();
-    std::fs::File::open(&out)
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    std::fs::File::open(&err)
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    Run {
-        code: st.code(),
-        signal: st.signal(),
-        stdout,
-        stderr,
-        wall,
-        max_rss_kib: ru.ru_maxrss,
-    }
 }
 
 fn has_all(hay: &str, words: &[&str]) -> bool {

@@ -827,3 +827,106 @@ fn aged_system_volume_passes_verify_in_every_container() {
         imgcheck_ls(&aged, "/Windows/System32").len()
     );
 }
+
+/// A new-format log entry (HvLE) with valid hashes and the given fields.
+fn hvle(size: usize, sequence: u32, bins: u32) -> Vec<u8> {
+    use imgcheck::windows::hive::{marvin32, LOG_HASH_SEED};
+    let mut e = vec![0u8; size.max(40)];
+    e[..4].copy_from_slice(b"HvLE");
+    e[4..8].copy_from_slice(&(size as u32).to_le_bytes());
+    e[12..16].copy_from_slice(&sequence.to_le_bytes());
+    e[16..20].copy_from_slice(&bins.to_le_bytes());
+    let h1 = marvin32(LOG_HASH_SEED, &e[40..]);
+    e[24..32].copy_from_slice(&h1.to_le_bytes());
+    let h2 = marvin32(LOG_HASH_SEED, &e[..32]);
+    e[32..40].copy_from_slice(&h2.to_le_bytes());
+    e.truncate(size.max(16));
+    e
+}
+
+/// Issue 21's log-replay bombs, through the binary on a real Windows volume: a dirty SYSTEM
+/// hive with a 5 KiB SYSTEM.LOG1 whose three entries each claim 2 GiB of hive bins (the
+/// unpatched notatin grew the hive by that much per entry: 4.1 GiB RSS, then 8.2, then an
+/// aborted 16 GiB allocation), and a log whose entry is shorter than its 40-byte header (an
+/// underflow panic inside notatin). `verify` stays under 200 MiB, prints no panic, and says the
+/// log was not applied.
+#[test]
+fn hostile_transaction_logs_are_bounded_and_do_not_panic() {
+    if !need_tools() {
+        return;
+    }
+    use imgcheck::repair::hive_edit::base_block_checksum;
+    let td = tempfile::tempdir().unwrap();
+    let disk = common::fixture("good-mbr.raw", td.path());
+    let bytes = std::fs::read(&disk).unwrap();
+    let (start, len) = (1usize << 20, 129_024usize * 512);
+    let cfg = "/Windows/System32/config/SYSTEM";
+    let part0 = td.path().join("part0.img");
+    std::fs::write(&part0, &bytes[start..start + len]).unwrap();
+    let hive = std::process::Command::new("ntfscat")
+        .arg(&part0)
+        .arg(cfg)
+        .output()
+        .unwrap()
+        .stdout;
+    let seq = u32::from_le_bytes(hive[8..12].try_into().unwrap());
+    let mut dirty = hive.clone();
+    dirty[4..8].copy_from_slice(&(seq + 1).to_le_bytes());
+    let sum = base_block_checksum(&dirty);
+    dirty[508..512].copy_from_slice(&sum.to_le_bytes());
+    std::fs::write(td.path().join("SYSTEM"), &dirty).unwrap();
+    let mut base = dirty[..512].to_vec();
+    base[28..32].copy_from_slice(&6u32.to_le_bytes());
+    let sum = base_block_checksum(&base);
+    base[508..512].copy_from_slice(&sum.to_le_bytes());
+    let mut bomb = base.clone();
+    for k in 0..3 {
+        bomb.extend_from_slice(&hvle(1536, seq + k, 0x7FFF_F000));
+    }
+    let mut short = base.clone();
+    short.extend_from_slice(&hvle(16, seq, 4096));
+    short.resize(4096, 0);
+    for (name, log) in [("bomb", bomb), ("short", short)] {
+        assert!(log.len() <= 5120, "{name}: {} bytes", log.len());
+        std::fs::write(td.path().join("SYSTEM.LOG1"), &log).unwrap();
+        let part = td.path().join(format!("{name}.img"));
+        std::fs::copy(&part0, &part).unwrap();
+        let man = td.path().join("m");
+        std::fs::write(
+            &man,
+            format!(
+                "x\t{cfg}\nf\t{cfg}\t{d}/SYSTEM\nf\t{cfg}.LOG1\t{d}/SYSTEM.LOG1\n",
+                d = s(td.path())
+            ),
+        )
+        .unwrap();
+        let o = std::process::Command::new(ntfsput())
+            .arg(&part)
+            .stdin(std::fs::File::open(&man).unwrap())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let mut img = bytes.clone();
+        img[start..start + len].copy_from_slice(&std::fs::read(&part).unwrap());
+        let p = td.path().join(format!("{name}.raw"));
+        std::fs::write(&p, &img).unwrap();
+        let r = common::run_measured(
+            &[
+                "verify".into(),
+                "--format".into(),
+                "json".into(),
+                s(&p).to_string(),
+            ],
+            td.path(),
+        );
+        assert!(r.signal.is_none(), "{name}: killed");
+        assert!(r.max_rss_kib < 200 * 1024, "{name}: {} KiB", r.max_rss_kib);
+        assert!(!r.stderr.contains("panicked"), "{name}: {}", r.stderr);
+        assert!(r.stdout.contains("SYSTEM"), "{name}: {}", r.stdout);
+        assert!(
+            !r.stdout.contains("its transaction logs were replayed"),
+            "{name}: {}",
+            r.stdout
+        );
+    }
+}

@@ -278,3 +278,60 @@ pub fn make_overlay(dir: &Path, name: &str, backing: &str, fmt: &str, opts: &str
 pub fn python() -> String {
     std::env::var("IMGCHECK_PYTHON").unwrap_or_else(|_| "python3".into())
 }
+
+#[allow(dead_code)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub wall: std::time::Duration,
+    pub max_rss_kib: i64,
+}
+
+/// Run imgcheck with `args`, output to files, and reap it with wait4 to get its peak RSS.
+#[allow(dead_code)]
+pub fn run_measured(args: &[String], dir: &Path) -> Run {
+    let out = dir.join("stdout");
+    let err = dir.join("stderr");
+    let t = std::time::Instant::now();
+    // Reaped below with wait4 (for its rusage), not with Child::wait.
+    #[allow(clippy::zombie_processes)]
+    let child = Command::new(imgcheck_bin())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .expect("spawn imgcheck");
+    let pid = child.id() as libc::pid_t;
+    let mut status: libc::c_int = 0;
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // Poll with WNOHANG: a hung child (still ours, not yet reaped) is killed after 20 s so the
+    // test fails on time instead of hanging.
+    loop {
+        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) };
+        if r == pid {
+            break;
+        }
+        assert_eq!(r, 0, "wait4");
+        if t.elapsed() > std::time::Duration::from_secs(20) {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let wall = t.elapsed();
+    let st = <std::process::ExitStatus as std::os::unix::process::ExitStatusExt>::from_raw(status);
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut std::fs::File::open(&out).unwrap(), &mut stdout).unwrap();
+    std::io::Read::read_to_string(&mut std::fs::File::open(&err).unwrap(), &mut stderr).unwrap();
+    Run {
+        code: st.code(),
+        signal: std::os::unix::process::ExitStatusExt::signal(&st),
+        stdout,
+        stderr,
+        wall,
+        max_rss_kib: ru.ru_maxrss,
+    }
+}

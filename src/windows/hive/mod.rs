@@ -291,7 +291,7 @@ impl Hive {
             if old_applied {
                 continue;
             }
-            let parsed_log = parse_log(log);
+            let parsed_log = parse_log(log, le32(&primary, 40) as usize);
             replay.log_entries += parsed_log.2.len();
             replay.log_dirty_pages += parsed_log.2.iter().map(|e| e.pages.len()).sum::<usize>();
             parsed.push(parsed_log);

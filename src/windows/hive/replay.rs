@@ -85,7 +85,10 @@ pub(super) type ParsedLog<'a> = (u32, u32, Vec<LogEntry<'a>>);
 
 /// Parses a new-format transaction log.
 /// Parsing stops at the first entry that does not parse (bounded by the log size).
-pub(super) fn parse_log(log: &[u8]) -> ParsedLog<'_> {
+/// Parsing also stops, as the patched notatin's replay does (vendor/notatin/PATCHES.md), at an
+/// entry whose hive bins size exceeds the primary's (`primary_bins`) plus the log's length, or
+/// that carries a page outside the hive bins it declares.
+pub(super) fn parse_log(log: &[u8], primary_bins: usize) -> ParsedLog<'_> {
     let mut entries = Vec::new();
     let mut pos = 512usize;
     while pos + 40 <= log.len() {
@@ -115,7 +118,13 @@ pub(super) fn parse_log(log: &[u8]) -> ParsedLog<'_> {
             pages.push((off, &e[data..data + len]));
             data += len;
         }
-        if !complete {
+        let bins = le32(e, 16) as usize;
+        if !complete
+            || bins > primary_bins.saturating_add(log.len())
+            || pages
+                .iter()
+                .any(|(off, p)| off.saturating_add(p.len()) > bins)
+        {
             break;
         }
         entries.push(LogEntry {
