@@ -297,13 +297,18 @@ pub fn run_measured(args: &[String], dir: &Path) -> Run {
     let t = std::time::Instant::now();
     // Reaped below with wait4 (for its rusage), not with Child::wait.
     #[allow(clippy::zombie_processes)]
-    let child = Command::new(imgcheck_bin())
-        .args(args)
+    let mut cmd = Command::new(imgcheck_bin());
+    cmd.args(args)
         .stdin(std::process::Stdio::null())
         .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(&err).unwrap())
-        .spawn()
-        .expect("spawn imgcheck");
+        .stderr(std::fs::File::create(&err).unwrap());
+    // A pre_exec hook makes the standard library fork instead of vfork/posix_spawn: with vfork
+    // the child execs from the parent's address space, and Linux then charges the parent's peak
+    // RSS (the test's own buffers) to the child's ru_maxrss.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || Ok(()));
+    }
+    let child = cmd.spawn().expect("spawn imgcheck");
     let pid = child.id() as libc::pid_t;
     let mut status: libc::c_int = 0;
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
