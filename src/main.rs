@@ -216,6 +216,30 @@ enum Command {
         /// Destination file.
         dst: PathBuf,
     },
+    /// Repair what one registry change can mend (Virtio storage driver not boot-start, a
+    /// StartOverride on it, enabled VMware/Xen/VirtualBox/Parallels services), writing the
+    /// repaired disk to DST (SRC is never written), then verify DST. Refuses hibernated
+    /// Windows and dirty or damaged hives.
+    Fix {
+        /// Output format of DST: raw, qcow2, vhd (or vpc), vmdk.
+        #[arg(short = 'O', long = "output-format", default_value = "qcow2")]
+        output_format: String,
+        /// Only say what would be repaired; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Report format: text or json.
+        #[arg(long, default_value = "text")]
+        format: String,
+        /// Overwrite DST if it exists.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        open: OpenArgs,
+        /// Source image.
+        src: String,
+        /// Destination file (not needed with --dry-run).
+        dst: Option<PathBuf>,
+    },
     /// List a directory inside the image's NTFS file system, offline: one name per line, a
     /// trailing / on directories, in NTFS collation order (the names `ntfsls -F` prints; ntfsls
     /// prints large directories in on-disk block order instead). No DOS 8.3 aliases.
@@ -387,6 +411,80 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 /// SIGINT/SIGTERM: ask the running conversion to stop; it removes its temporary output.
 extern "C" fn on_signal(_sig: libc::c_int) {
     convert::request_cancel();
+}
+
+/// `imgcheck fix`: plan on SRC, write SRC-with-repairs to DST, verify DST.
+fn run_fix(
+    output_format: &str,
+    dry_run: bool,
+    format: &str,
+    force: bool,
+    open: &OpenArgs,
+    src: &str,
+    dst: Option<&std::path::Path>,
+) -> Result<u8> {
+    use imgcheck::checks::verify::{verify, VerifyOptions};
+    let json = match format {
+        "json" => true,
+        "text" => false,
+        f => anyhow::bail!("--format {f}: use text or json"),
+    };
+    let dev = image::open_spec(src, &open.options())?;
+    let plan = imgcheck::repair::fix::plan(&dev).with_context(|| format!("fix {src}"))?;
+    let mut out = serde_json::json!({ "image": src, "plan": &plan, "dry_run": dry_run });
+    let mut code = EXIT_OK;
+    if !dry_run {
+        let dst =
+            dst.ok_or_else(|| anyhow::anyhow!("fix: give a destination file (or --dry-run)"))?;
+        let opts = ConvertOptions {
+            format: output_format.parse()?,
+            options: Vec::new(),
+            compress: false,
+            jobs: 0,
+            force,
+            cache: "writeback".parse()?,
+            protect: Vec::new(),
+        };
+        install_cancel_handler();
+        let fixed = plan.apply(dev.clone())?;
+        convert::convert(fixed, dst, &opts, &|_| {})
+            .with_context(|| format!("fix: writing {}", dst.display()))?;
+        let report = verify(&dst.display().to_string(), &VerifyOptions::default());
+        code = match report.verdict {
+            imgcheck::checks::Verdict::Pass => EXIT_OK,
+            imgcheck::checks::Verdict::Fail => 1,
+            _ => EXIT_ERROR,
+        };
+        out["destination"] = serde_json::json!(dst.display().to_string());
+        out["verify"] = serde_json::to_value(&report)?;
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(code);
+    }
+    if plan.repairs.is_empty() {
+        println!("{src}: nothing to repair");
+    }
+    for r in &plan.repairs {
+        println!(
+            "{} {}: {} ({})",
+            if dry_run { "would repair" } else { "repaired" },
+            r.key,
+            r.change,
+            r.check
+        );
+    }
+    for n in &plan.not_repairable {
+        println!("not repairable: {}: {}", n.check, n.why);
+    }
+    if let Some(v) = out.get("verify") {
+        println!(
+            "{}: verify after the repairs: {}",
+            out["destination"].as_str().unwrap_or(""),
+            v["verdict"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(code)
 }
 
 fn install_cancel_handler() {
@@ -676,6 +774,23 @@ fn run(cli: Cli) -> Result<u8> {
             }
             Ok(EXIT_OK)
         }
+        Command::Fix {
+            output_format,
+            dry_run,
+            format,
+            force,
+            open,
+            src,
+            dst,
+        } => run_fix(
+            &output_format,
+            dry_run,
+            &format,
+            force,
+            &open,
+            &src,
+            dst.as_deref(),
+        ),
         Command::Ls {
             partition,
             long,

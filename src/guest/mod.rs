@@ -21,7 +21,7 @@
 //! is an error).
 
 mod boot;
-mod hives;
+pub mod hives;
 
 use std::sync::{Arc, OnceLock};
 

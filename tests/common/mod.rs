@@ -296,7 +296,6 @@ pub fn run_measured(args: &[String], dir: &Path) -> Run {
     let err = dir.join("stderr");
     let t = std::time::Instant::now();
     // Reaped below with wait4 (for its rusage), not with Child::wait.
-    #[allow(clippy::zombie_processes)]
     let mut cmd = Command::new(imgcheck_bin());
     cmd.args(args)
         .stdin(std::process::Stdio::null())
@@ -308,6 +307,7 @@ pub fn run_measured(args: &[String], dir: &Path) -> Run {
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut cmd, || Ok(()));
     }
+    #[allow(clippy::zombie_processes)]
     let child = cmd.spawn().expect("spawn imgcheck");
     let pid = child.id() as libc::pid_t;
     let mut status: libc::c_int = 0;
