@@ -76,19 +76,36 @@ fn volume(dir: &Path, name: &str, mib: u64, cluster: u32, manifest: &str) -> Pat
             s(&p),
         ],
     );
-    let man = dir.join(format!("{name}.manifest"));
-    std::fs::write(&man, manifest.replace("{dir}", s(dir))).unwrap();
+    put(&p, &manifest.replace("{dir}", s(dir)));
+    p
+}
+
+/// Runs ntfsput on `vol` with the manifest `text` (written next to it).
+fn put(vol: &Path, text: &str) {
+    let man = vol.with_extension("manifest");
+    std::fs::write(&man, text).unwrap();
     let o = std::process::Command::new(ntfsput())
-        .arg(&p)
+        .arg(vol)
         .stdin(std::fs::File::open(&man).unwrap())
         .output()
         .unwrap();
     assert!(
         o.status.success(),
-        "ntfsput {name}: {}",
+        "ntfsput {}: {}",
+        vol.display(),
         String::from_utf8_lossy(&o.stderr)
     );
-    p
+}
+
+/// The byte range of the good fixture disk's one NTFS partition.
+const GOOD_PART: (usize, usize) = (1 << 20, 129_024 * 512);
+
+/// `disk` with its partition replaced by the volume file `part`.
+fn with_partition(disk: &[u8], part: &Path) -> Vec<u8> {
+    let mut b = disk.to_vec();
+    let (start, len) = GOOD_PART;
+    b[start..start + len].copy_from_slice(&std::fs::read(part).unwrap());
+    b
 }
 
 fn random(len: usize, seed: u64) -> Vec<u8> {
@@ -698,18 +715,10 @@ fn disk_with_4k_logical_sectors() {
             s(&part),
         ],
     );
-    let man = td.path().join("m");
-    std::fs::write(
-        &man,
-        format!("f\t/Windows/data.bin\t{}/data\n", s(td.path())),
-    )
-    .unwrap();
-    let o = std::process::Command::new(ntfsput())
-        .arg(&part)
-        .stdin(std::fs::File::open(&man).unwrap())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    put(
+        &part,
+        &format!("f\t/Windows/data.bin\t{}/data\n", s(td.path())),
+    );
     // The disk: an MBR whose one entry counts 4096-byte sectors, then the partition.
     let bytes = std::fs::read(&part).unwrap();
     let mut disk = vec![0u8; (start_lba * 4096) as usize];
@@ -757,8 +766,8 @@ fn aged_system_volume_passes_verify_in_every_container() {
     }
     let td = tempfile::tempdir().unwrap();
     let disk = common::fixture("good-mbr.raw", td.path());
-    let mut bytes = std::fs::read(&disk).unwrap();
-    let (start, len) = (1usize << 20, 129_024usize * 512);
+    let bytes = std::fs::read(&disk).unwrap();
+    let (start, len) = GOOD_PART;
     let part = td.path().join("part.img");
     std::fs::write(&part, &bytes[start..start + len]).unwrap();
     let cfg = "/Windows/System32/config/SYSTEM";
@@ -772,26 +781,17 @@ fn aged_system_volume_passes_verify_in_every_container() {
     let mut big = hive.stdout.clone();
     big.resize(6_000_000, 0);
     std::fs::write(td.path().join("SYSTEM"), &big).unwrap();
-    let man = td.path().join("m");
-    std::fs::write(
-        &man,
-        format!(
+    put(
+        &part,
+        &format!(
             "x\t{cfg}\nF\t{cfg}\t{}/SYSTEM\t/filler.bin\t4096\n\
              n\t/Windows/System32\t6000\t/Windows/Temp\n",
             s(td.path())
         ),
-    )
-    .unwrap();
-    let o = std::process::Command::new(ntfsput())
-        .arg(&part)
-        .stdin(std::fs::File::open(&man).unwrap())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    );
     assert_has_attribute_list(&part, &["-F", cfg]);
-    bytes[start..start + len].copy_from_slice(&std::fs::read(&part).unwrap());
     let aged = td.path().join("aged.raw");
-    std::fs::write(&aged, &bytes).unwrap();
+    std::fs::write(&aged, with_partition(&bytes, &part)).unwrap();
     let (rc0, orig) = common::verify_json(&disk, &[]);
     assert_eq!(rc0, 0);
     let statuses = |r: &serde_json::Value| -> Vec<(String, String)> {
@@ -859,7 +859,7 @@ fn hostile_transaction_logs_are_bounded_and_do_not_panic() {
     let td = tempfile::tempdir().unwrap();
     let disk = common::fixture("good-mbr.raw", td.path());
     let bytes = std::fs::read(&disk).unwrap();
-    let (start, len) = (1usize << 20, 129_024usize * 512);
+    let (start, len) = GOOD_PART;
     let cfg = "/Windows/System32/config/SYSTEM";
     let part0 = td.path().join("part0.img");
     std::fs::write(&part0, &bytes[start..start + len]).unwrap();
@@ -892,25 +892,15 @@ fn hostile_transaction_logs_are_bounded_and_do_not_panic() {
         std::fs::write(td.path().join("SYSTEM.LOG1"), &log).unwrap();
         let part = td.path().join(format!("{name}.img"));
         std::fs::copy(&part0, &part).unwrap();
-        let man = td.path().join("m");
-        std::fs::write(
-            &man,
-            format!(
+        put(
+            &part,
+            &format!(
                 "x\t{cfg}\nf\t{cfg}\t{d}/SYSTEM\nf\t{cfg}.LOG1\t{d}/SYSTEM.LOG1\n",
                 d = s(td.path())
             ),
-        )
-        .unwrap();
-        let o = std::process::Command::new(ntfsput())
-            .arg(&part)
-            .stdin(std::fs::File::open(&man).unwrap())
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let mut img = bytes.clone();
-        img[start..start + len].copy_from_slice(&std::fs::read(&part).unwrap());
+        );
         let p = td.path().join(format!("{name}.raw"));
-        std::fs::write(&p, &img).unwrap();
+        std::fs::write(&p, with_partition(&bytes, &part)).unwrap();
         images.push((name, p));
     }
     // The images are on disk: free this process's copies before measuring (a child's peak RSS
