@@ -1986,21 +1986,15 @@ fn old_format_log_replay_makes_viostor_boot_start() {
 }
 
 /// Windows 7's own old-format recovery of a real dirty hive (yarp's OldDirtyHive test hive and
-/// the hive Windows 7 recovered from it, RecoveredHive_Windows7): imgcheck's replay gives the
-/// keys Windows gives. Needs a checkout of github.com/msuhanov/yarp in $IMGCHECK_YARP_HIVES
-/// (its hives_for_tests folder; GPL-3 data, so not copied into fixtures).
+/// the hive Windows 7 recovered from it, RecoveredHive_Windows7; fixtures/yarp, GPL-3 test
+/// data, see its README): imgcheck's replay gives the keys Windows gives.
 #[test]
 fn old_format_replay_matches_windows_7_on_a_real_hive() {
-    let Ok(dir) = std::env::var("IMGCHECK_YARP_HIVES") else {
-        eprintln!("SKIP: IMGCHECK_YARP_HIVES (yarp's hives_for_tests) is not set");
-        return;
-    };
-    let d = Path::new(&dir).join("OldDirtyHive");
-    let primary = std::fs::read(d.join("OldDirtyHive")).unwrap();
-    let log = std::fs::read(d.join("OldDirtyHive.LOG1")).unwrap();
+    let primary = read_fixture("yarp/OldDirtyHive.xz");
+    let log = read_fixture("yarp/OldDirtyHive.LOG1.xz");
     let windows = open(
         "RecoveredHive_Windows7",
-        &std::fs::read(d.join("RecoveredHive_Windows7")).unwrap(),
+        &read_fixture("yarp/RecoveredHive_Windows7.xz"),
     );
     let alone = open("OldDirtyHive", &primary);
     assert!(alone
