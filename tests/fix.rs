@@ -102,11 +102,13 @@ fn fix_makes_virtio_boot_start_and_the_result_verifies() {
 }
 
 #[test]
-fn fix_removes_startoverride_and_disables_vmware() {
+fn fix_removes_startoverride_dangling_filters_and_disables_vmware() {
     let td = tempfile::tempdir().unwrap();
     for (name, id) in [
         ("virtio-startoverride", "drivers.virtio"),
         ("vmware", "software.conflicts"),
+        ("filter-missing", "drivers.storage-filters"),
+        ("filter-disabled", "drivers.storage-filters"),
     ] {
         let src = fixture(&format!("{name}.raw"), td.path());
         let dst = td.path().join(format!("{name}.fixed.raw"));
@@ -126,6 +128,21 @@ fn fix_removes_startoverride_and_disables_vmware() {
         let (_, after) = verify_json(&dst, &[]);
         assert_eq!(status(&before, id), "fail", "{name}");
         assert_ne!(status(&after, id), "fail", "{name}: {after:#}");
+    }
+    // hivex reads the shortened filter list from the hive as ntfs-3g reads it.
+    if have("hivexregedit") && have("ntfscat") && have("qemu-img") {
+        let hive = system_hive_of(&td.path().join("filter-missing.fixed.raw"), td.path());
+        let class = "\\ControlSet001\\Control\\Class\\{4d36e967-e325-11ce-bfc1-08002be10318}";
+        let v = run("hivexregedit", &["--export", hive.to_str().unwrap(), class]);
+        let text = String::from_utf8_lossy(&v.stdout);
+        assert!(text.contains("UpperFilters"), "{text}");
+        // "snapman" in UTF-16LE hex is gone; "partmgr" stays.
+        assert!(!text.contains("73,00,6e,00,61,00,70,00"), "{text}");
+        assert!(text.contains("70,00,61,00,72,00,74,00"), "{text}");
+    } else {
+        eprintln!(
+            "SKIP: hivexregedit, ntfscat or qemu-img missing: filter list not checked with hivex"
+        );
     }
 }
 

@@ -6,7 +6,11 @@
 //!   `Start` = 0 (what `drivers.virtio` fails on; virt-v2v does the same);
 //! - a `StartOverride` key under it, which keeps a boot-start driver from starting, is deleted;
 //! - enabled VMware, Xen, VirtualBox and Parallels services get `Start` = 4 (disabled), as
-//!   virt-v2v disables them; the files stay.
+//!   virt-v2v disables them; the files stay;
+//! - a boot-critical storage class filter (UpperFilters/LowerFilters of DiskDrive, SCSIAdapter,
+//!   HDC, Volume, ...) that names a missing, disabled or leftover service, or one whose driver
+//!   file is gone, is removed from its list (what `drivers.storage-filters` fails on: the disk
+//!   stack cannot start with it).
 //!
 //! What is refused, with the reason, before anything is written: Windows hibernated or shut
 //! down with Fast Startup (Windows would resume the old kernel state over the change), a volume
@@ -129,6 +133,7 @@ pub fn plan(dev: &Arc<dyn BlockDevice>) -> Result<Plan> {
     let cs = system::require_control_set(system)?;
     virtio_repairs(system, &mut ed, &cs.name, &mut plan)?;
     conflict_repairs(system, software, &mut ed, &mut plan)?;
+    filter_repairs(system, software, vol, &mut ed, &mut plan)?;
     if plan.repairs.is_empty() {
         return Ok(plan);
     }
@@ -189,6 +194,63 @@ fn virtio_repairs(system: &Hive, ed: &mut HiveEditor, cs: &str, plan: &mut Plan)
         plan.not_repairable.push(NotRepairable {
             check: "drivers.virtio".into(),
             why: "no Virtio storage driver (viostor, vioscsi) is installed; install virtio-win in the source VM and export again (drivers cannot be added offline)".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Boot-critical class filters that cannot load: removed from their lists.
+fn filter_repairs(
+    system: &Hive,
+    software: &Hive,
+    vol: &crate::fs::Volume,
+    ed: &mut HiveEditor,
+    plan: &mut Plan,
+) -> Result<()> {
+    let exists = |p: &str| vol.exists(p);
+    let found = crate::windows::storage_filters::storage_filters(system, software, &exists)?;
+    // (class key, value) -> the filters to drop.
+    let mut drop: Vec<(String, String, Vec<String>)> = Vec::new();
+    for f in found.broken().filter(|f| f.boot_critical) {
+        let key = f
+            .registry_path
+            .rsplit_once('\\')
+            .map_or(f.registry_path.as_str(), |(k, _)| k)
+            .to_string();
+        match drop.iter_mut().find(|(k, v, _)| *k == key && *v == f.value) {
+            Some((_, _, names)) => names.push(f.filter.clone()),
+            None => drop.push((key, f.value.clone(), vec![f.filter.clone()])),
+        }
+    }
+    for (key, value, names) in drop {
+        let Some(k) = system.key(&key)? else {
+            continue;
+        };
+        let Some(list) = k.multi_sz(&value) else {
+            continue;
+        };
+        let kept: Vec<String> = list
+            .iter()
+            .filter(|n| !names.iter().any(|d| d.eq_ignore_ascii_case(n)))
+            .cloned()
+            .collect();
+        let cell = ed
+            .key(&key)?
+            .ok_or_else(|| Error::Other(format!("fix: {key} not found by the editor")))?;
+        ed.set_multi_sz(cell, &value, &kept, &key)?;
+        plan.repairs.push(Repair {
+            check: "drivers.storage-filters".into(),
+            key: format!("{key}\\{value}"),
+            change: format!(
+                "{} removed ({} -> {})",
+                names.join(", "),
+                list.join(" "),
+                if kept.is_empty() {
+                    "(empty)".to_string()
+                } else {
+                    kept.join(" ")
+                }
+            ),
         });
     }
     Ok(())
