@@ -217,7 +217,8 @@ enum Command {
         dst: PathBuf,
     },
     /// Repair what one registry change can mend (Virtio storage driver not boot-start, a
-    /// StartOverride on it, enabled VMware/Xen/VirtualBox/Parallels services), writing the
+    /// StartOverride on it, a boot-critical storage filter that cannot load, Fast Startup on,
+    /// enabled VMware/Xen/VirtualBox/Parallels services), writing the
     /// repaired disk to DST (SRC is never written), then verify DST. Refuses hibernated
     /// Windows and dirty or damaged hives.
     Fix {

@@ -177,3 +177,32 @@ fn fix_refuses_hibernated_windows_and_dirty_volumes_and_says_what_cannot_be_repa
         "{out:#}"
     );
 }
+
+#[test]
+fn fix_turns_fast_startup_off() {
+    let td = tempfile::tempdir().unwrap();
+    let src = fixture("fast-startup.raw", td.path());
+    let dst = td.path().join("fs.qcow2");
+    let (_, before) = verify_json(&src, &[]);
+    let msg = |r: &serde_json::Value| {
+        check(r, "system.state")["message"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(msg(&before).contains("Fast Startup is enabled"));
+    let o = imgcheck(&["fix", src.to_str().unwrap(), dst.to_str().unwrap()]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("HiberbootEnabled: 1 -> 0"));
+    let (_, after) = verify_json(&dst, &[]);
+    assert!(
+        !msg(&after).contains("Fast Startup is enabled"),
+        "{}",
+        msg(&after)
+    );
+}

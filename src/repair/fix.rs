@@ -10,7 +10,9 @@
 //! - a boot-critical storage class filter (UpperFilters/LowerFilters of DiskDrive, SCSIAdapter,
 //!   HDC, Volume, ...) that names a missing, disabled or leftover service, or one whose driver
 //!   file is gone, is removed from its list (what `drivers.storage-filters` fails on: the disk
-//!   stack cannot start with it).
+//!   stack cannot start with it);
+//! - Fast Startup turned on (`HiberbootEnabled` = 1, a `system.state` warning) is turned off, so
+//!   that the next shutdown in the cloud is a full one.
 //!
 //! What is refused, with the reason, before anything is written: Windows hibernated or shut
 //! down with Fast Startup (Windows would resume the old kernel state over the change), a volume
@@ -134,6 +136,7 @@ pub fn plan(dev: &Arc<dyn BlockDevice>) -> Result<Plan> {
     virtio_repairs(system, &mut ed, &cs.name, &mut plan)?;
     conflict_repairs(system, software, &mut ed, &mut plan)?;
     filter_repairs(system, software, vol, &mut ed, &mut plan)?;
+    fast_startup_repair(system, &mut ed, &cs.name, &mut plan)?;
     if plan.repairs.is_empty() {
         return Ok(plan);
     }
@@ -251,6 +254,31 @@ fn filter_repairs(
                     kept.join(" ")
                 }
             ),
+        });
+    }
+    Ok(())
+}
+
+/// Fast Startup (HiberbootEnabled) turned off.
+fn fast_startup_repair(
+    system: &Hive,
+    ed: &mut HiveEditor,
+    cs: &str,
+    plan: &mut Plan,
+) -> Result<()> {
+    let path = format!("{cs}\\Control\\Session Manager\\Power");
+    let Some(k) = system.key(&path)? else {
+        return Ok(());
+    };
+    if let Some(v) = k.dword("HiberbootEnabled").filter(|&v| v != 0) {
+        let cell = ed
+            .key(&path)?
+            .ok_or_else(|| Error::Other(format!("fix: {path} not found by the editor")))?;
+        ed.set_dword(cell, "HiberbootEnabled", 0, &path)?;
+        plan.repairs.push(Repair {
+            check: "system.state".into(),
+            key: format!("{path}\\HiberbootEnabled"),
+            change: format!("{v} -> 0 (Fast Startup off)"),
         });
     }
     Ok(())
