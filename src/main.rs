@@ -234,6 +234,10 @@ enum Command {
         /// Overwrite DST if it exists.
         #[arg(long)]
         force: bool,
+        /// Repair only the findings of these checks (drivers.virtio, software.conflicts,
+        /// drivers.storage-filters, system.state); repeatable.
+        #[arg(long)]
+        only: Vec<String>,
         #[command(flatten)]
         open: OpenArgs,
         /// Source image.
@@ -420,6 +424,7 @@ fn run_fix(
     dry_run: bool,
     format: &str,
     force: bool,
+    only: &[String],
     open: &OpenArgs,
     src: &str,
     dst: Option<&std::path::Path>,
@@ -431,7 +436,7 @@ fn run_fix(
         f => anyhow::bail!("--format {f}: use text or json"),
     };
     let dev = image::open_spec(src, &open.options())?;
-    let plan = imgcheck::repair::fix::plan(&dev).with_context(|| format!("fix {src}"))?;
+    let plan = imgcheck::repair::fix::plan(&dev, only).with_context(|| format!("fix {src}"))?;
     let mut out = serde_json::json!({ "image": src, "plan": &plan, "dry_run": dry_run });
     let mut code = EXIT_OK;
     if !dry_run {
@@ -780,6 +785,7 @@ fn run(cli: Cli) -> Result<u8> {
             dry_run,
             format,
             force,
+            only,
             open,
             src,
             dst,
@@ -788,6 +794,7 @@ fn run(cli: Cli) -> Result<u8> {
             dry_run,
             &format,
             force,
+            &only,
             &open,
             &src,
             dst.as_deref(),

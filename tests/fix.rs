@@ -206,3 +206,40 @@ fn fix_turns_fast_startup_off() {
         msg(&after)
     );
 }
+
+#[test]
+fn fix_only_repairs_the_checks_named() {
+    let td = tempfile::tempdir().unwrap();
+    let src = fixture("fast-startup.raw", td.path());
+    let o = imgcheck(&[
+        "fix",
+        "--dry-run",
+        "--only",
+        "drivers.virtio",
+        src.to_str().unwrap(),
+    ]);
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains("HiberbootEnabled"),
+        "{o:?}"
+    );
+    let o = imgcheck(&[
+        "fix",
+        "--dry-run",
+        "--only",
+        "system.state",
+        src.to_str().unwrap(),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("HiberbootEnabled"),
+        "{o:?}"
+    );
+    let o = imgcheck(&[
+        "fix",
+        "--dry-run",
+        "--only",
+        "image.format",
+        src.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a check fix repairs"));
+}

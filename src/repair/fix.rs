@@ -84,8 +84,24 @@ fn refuse(dev: &dyn BlockDevice, why: String) -> Error {
     Error::refused(dev.name(), format!("fix: {why}"))
 }
 
-/// Plans the repairs of `dev` (reading only).
-pub fn plan(dev: &Arc<dyn BlockDevice>) -> Result<Plan> {
+/// The checks whose findings `fix` repairs.
+pub const REPAIRABLE: [&str; 4] = [
+    "drivers.virtio",
+    "software.conflicts",
+    "drivers.storage-filters",
+    "system.state",
+];
+
+/// Plans the repairs of `dev` (reading only); `only`, when not empty, limits them to those
+/// checks (ids of [`REPAIRABLE`]).
+pub fn plan(dev: &Arc<dyn BlockDevice>, only: &[String]) -> Result<Plan> {
+    if let Some(bad) = only.iter().find(|c| !REPAIRABLE.contains(&c.as_str())) {
+        return Err(Error::Other(format!(
+            "fix --only {bad}: not a check fix repairs (one of: {})",
+            REPAIRABLE.join(", ")
+        )));
+    }
+    let wants = |id: &str| only.is_empty() || only.iter().any(|c| c == id);
     let disk = Disk::open(dev.clone())?;
     let vol = disk
         .windows()
@@ -133,10 +149,18 @@ pub fn plan(dev: &Arc<dyn BlockDevice>) -> Result<Plan> {
         patches: Vec::new(),
     };
     let cs = system::require_control_set(system)?;
-    virtio_repairs(system, &mut ed, &cs.name, &mut plan)?;
-    conflict_repairs(system, software, &mut ed, &mut plan)?;
-    filter_repairs(system, software, vol, &mut ed, &mut plan)?;
-    fast_startup_repair(system, &mut ed, &cs.name, &mut plan)?;
+    if wants("drivers.virtio") {
+        virtio_repairs(system, &mut ed, &cs.name, &mut plan)?;
+    }
+    if wants("software.conflicts") {
+        conflict_repairs(system, software, &mut ed, &mut plan)?;
+    }
+    if wants("drivers.storage-filters") {
+        filter_repairs(system, software, vol, &mut ed, &mut plan)?;
+    }
+    if wants("system.state") {
+        fast_startup_repair(system, &mut ed, &cs.name, &mut plan)?;
+    }
     if plan.repairs.is_empty() {
         return Ok(plan);
     }
