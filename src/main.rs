@@ -419,24 +419,29 @@ extern "C" fn on_signal(_sig: libc::c_int) {
 }
 
 /// `imgcheck fix`: plan on SRC, write SRC-with-repairs to DST, verify DST.
-fn run_fix(
-    output_format: &str,
-    dry_run: bool,
-    format: &str,
-    force: bool,
-    only: &[String],
-    open: &OpenArgs,
-    src: &str,
-    dst: Option<&std::path::Path>,
-) -> Result<u8> {
+fn run_fix(cmd: Command) -> Result<u8> {
+    let Command::Fix {
+        output_format,
+        dry_run,
+        format,
+        force,
+        only,
+        open,
+        src,
+        dst,
+    } = cmd
+    else {
+        unreachable!("run_fix is called for the fix command")
+    };
+    let (src, dst) = (src.as_str(), dst.as_deref());
     use imgcheck::checks::verify::{verify, VerifyOptions};
-    let json = match format {
+    let json = match format.as_str() {
         "json" => true,
         "text" => false,
         f => anyhow::bail!("--format {f}: use text or json"),
     };
     let dev = image::open_spec(src, &open.options())?;
-    let plan = imgcheck::repair::fix::plan(&dev, only).with_context(|| format!("fix {src}"))?;
+    let plan = imgcheck::repair::fix::plan(&dev, &only).with_context(|| format!("fix {src}"))?;
     let mut out = serde_json::json!({ "image": src, "plan": &plan, "dry_run": dry_run });
     let mut code = EXIT_OK;
     if !dry_run {
@@ -780,25 +785,7 @@ fn run(cli: Cli) -> Result<u8> {
             }
             Ok(EXIT_OK)
         }
-        Command::Fix {
-            output_format,
-            dry_run,
-            format,
-            force,
-            only,
-            open,
-            src,
-            dst,
-        } => run_fix(
-            &output_format,
-            dry_run,
-            &format,
-            force,
-            &only,
-            &open,
-            &src,
-            dst.as_deref(),
-        ),
+        cmd @ Command::Fix { .. } => run_fix(cmd),
         Command::Ls {
             partition,
             long,
