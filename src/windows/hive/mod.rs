@@ -18,7 +18,14 @@
 //!   (the default panic hook still prints it on stderr);
 //! - key lookup one path segment at a time, taking the first matching subkey, refusing a
 //!   subkey that is the key itself or a parent (cyclic lists), so no walk can run forever;
-//! - memoised lookups and listings, since the analyses ask for the same keys repeatedly.
+//! - memoised lookups and listings, since the analyses ask for the same keys repeatedly;
+//! - an integrity walk of the whole hive at open ([`integrity`]): a lookup through a damaged
+//!   key is an error naming the damage, never a key that silently vanished;
+//! - old-format (DIRT) log replay, which notatin lacks, done before notatin sees the hive
+//!   (`replay.rs`); new-format logs with a bad base block are not given to notatin.
+//!
+//! Files: this one (opening, lookups), `data.rs` (values and keys), `cells.rs` (what notatin
+//! is about to follow), `replay.rs` (logs), [`integrity`] (damage).
 //!
 //! Names compare case-insensitively as notatin does it (ASCII case folding).
 //! notatin finds the root key as the first cell of the first hive bin (where Windows puts it).
