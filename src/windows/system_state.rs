@@ -27,6 +27,9 @@ pub enum WarningKind {
     RealTimeIsUniversal,
     /// The hive was dirty and its logs were not replayed: recent changes may be missing.
     DirtyHiveNotReplayed,
+    /// The hive's integrity walk found damage (checks that read the damaged keys fail on
+    /// their own; this says the hive is damaged even where no check looked).
+    DamagedHive,
 }
 
 /// One extra warning.
@@ -51,6 +54,7 @@ pub fn extra_warnings(system: &Hive, software: &Hive) -> Result<Vec<ExtraWarning
     power(system, &cs, &mut out)?;
     network_and_clock(system, &cs, &mut out)?;
     dirty_hives(system, software, &mut out);
+    damaged_hives(system, software, &mut out);
     Ok(out)
 }
 
@@ -167,6 +171,30 @@ fn network_and_clock(system: &Hive, cs: &ControlSet, out: &mut Vec<ExtraWarning>
         }
     }
     Ok(())
+}
+
+/// Hives whose integrity walk found damage.
+fn damaged_hives(system: &Hive, software: &Hive, out: &mut Vec<ExtraWarning>) {
+    for (hive, label) in [(system, "SYSTEM"), (software, "SOFTWARE")] {
+        let d = hive.damage();
+        if d.is_empty() {
+            continue;
+        }
+        out.push(warning(
+            WarningKind::DamagedHive,
+            format!(
+                "the {label} hive is damaged ({}): keys there may be missing; restore the hive or run chkdsk on the source and export again",
+                d.summary()
+            ),
+            hive.name().to_string(),
+            label,
+            d.keys
+                .iter()
+                .take(8)
+                .map(|k| format!("{} (offset {:#x}): {}", k.path, k.offset, k.problem))
+                .collect(),
+        ));
+    }
 }
 
 /// Dirty hives whose transaction logs were not replayed.
