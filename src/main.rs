@@ -10,10 +10,12 @@ use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use std::io::{IsTerminal, Write};
 
 use imgcheck::checks::{Policy, VerifyOptions};
-use imgcheck::convert::{self, ConvertOptions, OutputFormat};
+use imgcheck::convert::{self, ConvertOptions};
 use imgcheck::fs;
 use imgcheck::image::{self, ImageInfo, OpenOptions};
 use imgcheck::report;
+
+mod cli;
 
 /// Exit status when every check passed.
 const EXIT_OK: u8 = 0;
@@ -418,86 +420,6 @@ extern "C" fn on_signal(_sig: libc::c_int) {
     convert::request_cancel();
 }
 
-/// `imgcheck fix`: plan on SRC, write SRC-with-repairs to DST, verify DST.
-fn run_fix(cmd: Command) -> Result<u8> {
-    let Command::Fix {
-        output_format,
-        dry_run,
-        format,
-        force,
-        only,
-        open,
-        src,
-        dst,
-    } = cmd
-    else {
-        unreachable!("run_fix is called for the fix command")
-    };
-    let (src, dst) = (src.as_str(), dst.as_deref());
-    use imgcheck::checks::verify::{verify, VerifyOptions};
-    let json = match format.as_str() {
-        "json" => true,
-        "text" => false,
-        f => anyhow::bail!("--format {f}: use text or json"),
-    };
-    let dev = image::open_spec(src, &open.options())?;
-    let plan = imgcheck::repair::fix::plan(&dev, &only).with_context(|| format!("fix {src}"))?;
-    let mut out = serde_json::json!({ "image": src, "plan": &plan, "dry_run": dry_run });
-    let mut code = EXIT_OK;
-    if !dry_run {
-        let dst =
-            dst.ok_or_else(|| anyhow::anyhow!("fix: give a destination file (or --dry-run)"))?;
-        let opts = ConvertOptions {
-            format: output_format.parse()?,
-            options: Vec::new(),
-            compress: false,
-            jobs: 0,
-            force,
-            cache: "writeback".parse()?,
-            protect: Vec::new(),
-        };
-        install_cancel_handler();
-        let fixed = plan.apply(dev.clone())?;
-        convert::convert(fixed, dst, &opts, &|_| {})
-            .with_context(|| format!("fix: writing {}", dst.display()))?;
-        let report = verify(&dst.display().to_string(), &VerifyOptions::default());
-        code = match report.verdict {
-            imgcheck::checks::Verdict::Pass => EXIT_OK,
-            imgcheck::checks::Verdict::Fail => 1,
-            _ => EXIT_ERROR,
-        };
-        out["destination"] = serde_json::json!(dst.display().to_string());
-        out["verify"] = serde_json::to_value(&report)?;
-    }
-    if json {
-        println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(code);
-    }
-    if plan.repairs.is_empty() {
-        println!("{src}: nothing to repair");
-    }
-    for r in &plan.repairs {
-        println!(
-            "{} {}: {} ({})",
-            if dry_run { "would repair" } else { "repaired" },
-            r.key,
-            r.change,
-            r.check
-        );
-    }
-    for n in &plan.not_repairable {
-        println!("not repairable: {}: {}", n.check, n.why);
-    }
-    if let Some(v) = out.get("verify") {
-        println!(
-            "{}: verify after the repairs: {}",
-            out["destination"].as_str().unwrap_or(""),
-            v["verdict"].as_str().unwrap_or("?")
-        );
-    }
-    Ok(code)
-}
-
 fn install_cancel_handler() {
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe; sigaction is
     // given a zeroed, fully initialised struct.
@@ -720,72 +642,8 @@ fn run(cli: Cli) -> Result<u8> {
                 EXIT_OK
             })
         }
-        Command::Convert {
-            output_format,
-            options,
-            compress,
-            jobs,
-            cache,
-            force,
-            quiet,
-            verify,
-            open,
-            src,
-            dst,
-        } => {
-            let format: OutputFormat = output_format.parse()?;
-            let cache = cache.parse()?;
-            let kv = parse_format_options(&options);
-            let dev = image::open_spec(&src, &open.options())?;
-            for w in dev.warnings() {
-                eprintln!("imgcheck: warning: {w}");
-            }
-            let opts = ConvertOptions {
-                format,
-                options: kv,
-                compress,
-                jobs,
-                force,
-                cache,
-                protect: Vec::new(),
-            };
-            install_cancel_handler();
-            let show = !quiet && std::io::stderr().is_terminal();
-            let bar = byte_progress_bar(show, dev.size(), "converting");
-            let inc = |n: u64| {
-                if let Some(b) = &bar {
-                    b.inc(n)
-                }
-            };
-            convert::convert(dev.clone(), &dst, &opts, &inc)
-                .with_context(|| format!("converting {} to {}", src, dst.display()))?;
-            if let Some(b) = &bar {
-                b.finish_and_clear();
-            }
-            if verify {
-                let out = image::open(&dst, &OpenOptions::default())
-                    .with_context(|| format!("verify: cannot open {}", dst.display()))?;
-                let bar = byte_progress_bar(show, out.size(), "verifying");
-                let inc = |n: u64| {
-                    if let Some(b) = &bar {
-                        b.inc(n)
-                    }
-                };
-                convert::verify::compare(dev.as_ref(), out.as_ref(), opts.threads(), &inc)?;
-                if let Some(b) = &bar {
-                    b.finish_and_clear();
-                }
-                if !quiet {
-                    eprintln!(
-                        "imgcheck: verified: {} reads the same guest bytes as {}",
-                        dst.display(),
-                        src
-                    );
-                }
-            }
-            Ok(EXIT_OK)
-        }
-        cmd @ Command::Fix { .. } => run_fix(cmd),
+        cmd @ Command::Convert { .. } => cli::convert::run(cmd),
+        cmd @ Command::Fix { .. } => cli::fix::run(cmd),
         Command::Ls {
             partition,
             long,
