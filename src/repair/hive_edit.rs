@@ -56,16 +56,8 @@ fn put32(b: &mut [u8], o: usize, v: u32) {
     b[o..o + 4].copy_from_slice(&v.to_le_bytes());
 }
 
-/// The checksum of a base block: XOR of its first 127 dwords, with 0 and -1 mapped as Windows
-/// maps them.
-pub fn base_block_checksum(b: &[u8]) -> u32 {
-    let x = (0..127).fold(0u32, |x, i| x ^ le32(b, i * 4));
-    match x {
-        0xFFFF_FFFF => 0xFFFF_FFFE,
-        0 => 1,
-        x => x,
-    }
-}
+/// The checksum of a base block (one implementation, in the hive reader).
+pub use crate::windows::hive::base_block_checksum;
 
 /// Compare a stored name with `want` as Windows does for ASCII (case-insensitive).
 fn name_matches(stored: &str, want: &str) -> bool {

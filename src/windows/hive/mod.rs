@@ -49,7 +49,7 @@ mod replay;
 use cells::{check_subkeys, check_values};
 pub use cells::{MAX_KEY_DATA, MAX_VALUES};
 pub use data::{join, name_eq, Key, RegData, Value};
-pub use replay::{marvin32, ReplayInfo, LOG_HASH_SEED};
+pub use replay::{base_block_checksum, marvin32, ReplayInfo, LOG_HASH_SEED};
 use replay::{mirror_replay, parse_log, ParsedLog};
 
 /// Largest primary hive accepted (the biggest real SOFTWARE hives are a few hundred MiB).
@@ -177,13 +177,7 @@ fn check_primary(name: &str, b: &[u8]) -> Result<(u32, u32, bool)> {
     }
     let seq1 = le32(b, 4);
     let seq2 = le32(b, 8);
-    let checksum = (0..127).fold(0u32, |x, i| x ^ le32(b, i * 4));
-    let checksum = match checksum {
-        0 => 1,
-        0xFFFF_FFFF => 0xFFFF_FFFE,
-        c => c,
-    };
-    let checksum_ok = checksum == le32(b, 508);
+    let checksum_ok = replay::base_block_checksum(b) == le32(b, 508);
     let root = le32(b, 36) as usize;
     let bins = le32(b, 40) as usize;
     if bins % 4096 != 0 || bins == 0 {

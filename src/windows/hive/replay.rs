@@ -188,8 +188,9 @@ pub(super) fn mirror_replay(
     (applied, changed)
 }
 
-/// The base block checksum: XOR of the first 127 dwords, 0 and !0 avoided.
-pub(super) fn base_block_checksum(b: &[u8]) -> u32 {
+/// The base block checksum: XOR of the first 127 dwords, with 0 and -1 mapped as Windows
+/// maps them (to 1 and -2).
+pub fn base_block_checksum(b: &[u8]) -> u32 {
     match (0..127).fold(0u32, |x, i| x ^ le32(b, i * 4)) {
         0 => 1,
         0xFFFF_FFFF => 0xFFFF_FFFE,
