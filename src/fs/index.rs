@@ -255,18 +255,17 @@ impl Volume {
         }
         let mut out = Vec::with_capacity(raw.len());
         for (name, is_dir, record, index_size) in raw {
-            // The size in the index is only refreshed on rename; take the record's when it reads.
+            // The size in the index is only refreshed on rename, so `ls -l` takes the record's;
+            // a record that cannot be read is an error naming it, not the index's stale size.
             let size = if is_dir {
                 0
             } else if !sizes {
                 index_size
             } else {
                 let mut fs = self.reader(METADATA_BUDGET);
-                self.file(&mut fs, record, shown)
-                    .ok()
-                    .and_then(|f| self.data_facts(&f, &mut fs, shown).ok())
-                    .map(|d| d.size)
-                    .unwrap_or(index_size)
+                let entry = format!("{}\\{name}", shown.trim_end_matches('\\'));
+                let f = self.file(&mut fs, record, &entry)?;
+                self.data_facts(&f, &mut fs, &entry)?.size
             };
             out.push(DirEntry {
                 name,
