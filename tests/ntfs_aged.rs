@@ -936,3 +936,27 @@ fn hostile_transaction_logs_are_bounded_and_do_not_panic() {
         );
     }
 }
+
+/// A file record whose `$DATA` attribute is gone (its type overwritten, as a damaged record
+/// leaves it) reads as an error naming the record, never as an empty file with exit 0.
+#[test]
+fn file_without_a_data_attribute_is_an_error_not_empty() {
+    if !need_tools() {
+        return;
+    }
+    let td = tempfile::tempdir().unwrap();
+    std::fs::write(td.path().join("a"), b"some bytes\n").unwrap();
+    let vol = volume(td.path(), "nodata.img", 16, 4096, "f\t/a.txt\t{dir}/a\n");
+    let n = record_number(&vol, "/a.txt");
+    edit_record(&vol, n, |rec| {
+        let a = attribute(rec, 0x80);
+        rec[a..a + 4].copy_from_slice(&0x100u32.to_le_bytes());
+    });
+    let o = imgcheck_cat(&vol, "/a.txt");
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(o.stdout.is_empty());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("has no $DATA attribute"),
+        "{o:?}"
+    );
+}

@@ -189,7 +189,15 @@ impl Volume {
                 ),
             ));
         }
-        if !d.present || offset >= d.size {
+        if !d.present {
+            // Every file has an unnamed $DATA attribute (empty ones too): without it the record
+            // is damaged, and its data is unknown, not empty.
+            return Err(Error::corrupt(
+                &self.name,
+                format!("{shown} (MFT record {rec}) has no $DATA attribute"),
+            ));
+        }
+        if offset >= d.size {
             return Ok(0);
         }
         let end = offset.saturating_add(len).min(d.size);
