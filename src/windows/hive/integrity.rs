@@ -372,7 +372,15 @@ pub(super) fn scan(b: &[u8], bins: usize, root: usize) -> Scan {
         }
     };
     while let Some((at, path, depth)) = stack.pop() {
-        if !seen.insert(at) || damage.keys_walked >= MAX_KEYS_WALKED {
+        if damage.keys_walked >= MAX_KEYS_WALKED {
+            // Keys past the cap were not checked: no lookup may trust the hive.
+            let why = format!(
+                "the hive has more than {MAX_KEYS_WALKED} keys; it was not checked completely"
+            );
+            record(&mut damage, "", root, why, 0, 0, true, false);
+            break;
+        }
+        if !seen.insert(at) {
             continue;
         }
         damage.keys_walked += 1;
